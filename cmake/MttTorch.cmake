@@ -1,0 +1,43 @@
+# LibTorch from the PyPI torch wheel, without TorchConfig.cmake: the wheel is a CUDA build and its
+# config insists on probing a CUDA toolkit/GPU that matches it (it fails with nvcc 13 and no GPU).
+# We need only headers and the shared libraries; our CUDA kernels never include LibTorch.
+#
+# Input: MTT_TORCH_ROOT (the wheel's torch/ folder) or CMAKE_PREFIX_PATH = torch.utils.cmake_prefix_path.
+# Output: interface targets mtt_torch (c10 + torch_cpu) and mtt_torch_cuda (c10_cuda + torch_cuda when
+# the wheel has them; linked --no-as-needed so CUDA tensors are registered at load time).
+set(MTT_TORCH_ROOT "" CACHE PATH "torch/ folder of the PyPI wheel")
+if(NOT MTT_TORCH_ROOT)
+  foreach(p ${CMAKE_PREFIX_PATH})
+    if(EXISTS "${p}/../../include/torch/csrc/api/include/torch/torch.h")
+      get_filename_component(MTT_TORCH_ROOT "${p}/../.." ABSOLUTE)
+      break()
+    endif()
+  endforeach()
+endif()
+if(NOT MTT_TORCH_ROOT AND MTT_PYTHON)
+  execute_process(COMMAND ${MTT_PYTHON} -c "import torch, os; print(os.path.dirname(torch.__file__))"
+                  OUTPUT_VARIABLE _torch_dir OUTPUT_STRIP_TRAILING_WHITESPACE WORKING_DIRECTORY /)
+  set(MTT_TORCH_ROOT "${_torch_dir}")
+endif()
+if(NOT EXISTS "${MTT_TORCH_ROOT}/include/torch/csrc/api/include/torch/torch.h")
+  message(FATAL_ERROR "LibTorch not found: run scripts/setup.sh, or pass -DMTT_TORCH_ROOT=<site-packages>/torch")
+endif()
+message(STATUS "moshi-ttt: LibTorch at ${MTT_TORCH_ROOT}")
+
+find_library(MTT_C10 c10 PATHS ${MTT_TORCH_ROOT}/lib NO_DEFAULT_PATH REQUIRED)
+find_library(MTT_TORCH_CPU torch_cpu PATHS ${MTT_TORCH_ROOT}/lib NO_DEFAULT_PATH REQUIRED)
+find_library(MTT_C10_CUDA c10_cuda PATHS ${MTT_TORCH_ROOT}/lib NO_DEFAULT_PATH)
+find_library(MTT_TORCH_CUDA torch_cuda PATHS ${MTT_TORCH_ROOT}/lib NO_DEFAULT_PATH)
+
+add_library(mtt_torch INTERFACE)
+target_include_directories(mtt_torch SYSTEM INTERFACE
+  ${MTT_TORCH_ROOT}/include ${MTT_TORCH_ROOT}/include/torch/csrc/api/include)
+target_link_libraries(mtt_torch INTERFACE ${MTT_TORCH_CPU} ${MTT_C10})
+target_link_options(mtt_torch INTERFACE "LINKER:-rpath,${MTT_TORCH_ROOT}/lib")
+target_compile_definitions(mtt_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
+
+add_library(mtt_torch_cuda INTERFACE)
+if(MTT_TORCH_CUDA AND MTT_C10_CUDA)
+  target_link_libraries(mtt_torch_cuda INTERFACE "LINKER:--no-as-needed" ${MTT_TORCH_CUDA} ${MTT_C10_CUDA} "LINKER:--as-needed")
+  target_compile_definitions(mtt_torch_cuda INTERFACE MTT_TORCH_HAS_CUDA=1)
+endif()

@@ -1,0 +1,37 @@
+#include "kernels/cuda_runtime_info.h"
+
+#ifdef MTT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace mtt::kernels {
+
+bool built_with_cuda() {
+#ifdef MTT_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef MTT_HAVE_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+std::string cuda_status() {
+  if (!built_with_cuda()) return "built without CUDA (nvcc was not found at configure time)";
+  int n = cuda_device_count();
+  if (n == 0) return "built with CUDA kernels; no CUDA device visible";
+  return "built with CUDA kernels; " + std::to_string(n) + " device(s)";
+}
+
+}  // namespace mtt::kernels

@@ -1,0 +1,67 @@
+#pragma once
+// Paths and helpers shared by the tests.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace mtt::test {
+
+inline std::filesystem::path source_dir() { return MTT_SOURCE_DIR; }
+inline std::filesystem::path shared_dir() {
+  if (const char* s = std::getenv("MTT_SHARED_DIR")) return s;
+  return MTT_SHARED_DIR;
+}
+inline std::filesystem::path golden_dir() { return shared_dir() / "golden"; }
+inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures"; }
+inline std::filesystem::path app_path(const std::string& name) {
+  return std::filesystem::path(MTT_BINARY_DIR) / "bin" / name;
+}
+
+// A fresh directory under the system temp dir, removed at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "mtt-test-XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    path_ = p ? p : tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int status = -1;  // exit status
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs a shell command, capturing stdout and stderr separately.
+inline CommandResult run_command(const std::string& cmd) {
+  TempDir dir;
+  std::string errf = (dir / "stderr").string();
+  CommandResult r;
+  FILE* p = ::popen((cmd + " 2>" + errf).c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  if (FILE* e = std::fopen(errf.c_str(), "rb")) {
+    while ((n = std::fread(buf, 1, sizeof buf, e)) > 0) r.err.append(buf, n);
+    std::fclose(e);
+  }
+  return r;
+}
+
+}  // namespace mtt::test
