@@ -1,0 +1,127 @@
+// ttt-sweep: experiment grids (run | list | summarize | slurm). Flags in, library call, print.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "core/error.h"
+#include "experiments/registry.h"
+#include "experiments/slurm.h"
+#include "experiments/sweep.h"
+
+namespace ex = mtt::experiments;
+
+namespace {
+
+struct RunOptions {
+  std::string spec;
+  std::string out;
+  int jobs = 1;
+  bool resume = false, force = false, reduced = false, json = false, no_progress = false;
+  long index = -1;
+  bool slurm = false, submit = false;
+  ex::SlurmOptions slurm_opts;
+};
+
+void declare_run(CLI::App& app, RunOptions& o) {
+  app.add_option("spec", o.spec, "experiment spec (YAML), e.g. experiments/gating.yaml")->required()->check(CLI::ExistingFile);
+  app.add_option("--out", o.out, "output directory (default: runs/<spec name>)");
+  app.add_option("--jobs", o.jobs, "grid points run in parallel")->check(CLI::PositiveNumber);
+  app.add_flag("--resume", o.resume, "continue a sweep in --out: finished points are kept, unfinished ones rerun");
+  app.add_flag("--force", o.force, "discard the results already in --out");
+  app.add_flag("--reduced", o.reduced, "the spec's CI-sized grid");
+  app.add_option("--index", o.index, "run one grid point only (what a Slurm array task does)");
+  app.add_flag("--json", o.json, "print the summary and verdict as JSON");
+  app.add_flag("--no-progress", o.no_progress, "no progress output on stderr");
+  app.add_flag("--slurm", o.slurm, "write a Slurm job-array script for the grid instead of running it");
+  app.add_flag("--submit", o.submit, "with --slurm: submit it with sbatch");
+  app.add_option("--partition", o.slurm_opts.partition, "Slurm partition");
+  app.add_option("--time", o.slurm_opts.time, "Slurm time limit per task");
+  app.add_option("--cpus-per-task", o.slurm_opts.cpus_per_task, "Slurm CPUs per task");
+  app.add_option("--mem", o.slurm_opts.mem, "Slurm memory per task");
+  app.add_option("--gres", o.slurm_opts.gres, "Slurm generic resources, e.g. gpu:1");
+  app.add_option("--max-parallel", o.slurm_opts.max_parallel, "throttle: array tasks running at once");
+}
+
+void print_result(const ex::SweepResult& r, bool json) {
+  if (json) {
+    nlohmann::json j = {{"summary_csv", r.summary_csv}, {"summary_json", r.summary_json},
+                        {"points", r.points.size()}, {"reused", r.reused},
+                        {"verdict", {{"status", r.verdict.status}, {"text", r.verdict.text},
+                                     {"evidence", r.verdict.evidence}}}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << ex::format_sweep_table(r);
+    std::cout << "summary: " << r.summary_csv << "\n";
+  }
+}
+
+int run(RunOptions& o, const std::string& self) {
+  ex::ExperimentSpec spec = ex::load_spec(o.spec);
+  if (o.out.empty()) o.out = "runs/" + spec.name;
+  if (o.slurm) {
+    o.slurm_opts.exe = self;
+    o.slurm_opts.reduced = o.reduced;
+    auto scripts = ex::make_slurm_scripts(spec, o.spec, o.out, o.slurm_opts);
+    auto [array_path, summary_path] = ex::write_slurm_scripts(scripts, o.out);
+    std::cout << "wrote " << array_path << " (" << scripts.tasks << " array tasks) and " << summary_path << "\n";
+    if (o.submit) {
+      auto [a, s] = ex::submit_slurm(array_path, summary_path);
+      std::cout << "submitted array job " << a << ", summary job " << s << "\n";
+    }
+    return 0;
+  }
+  ex::SweepOptions so;
+  so.out_dir = o.out;
+  so.jobs = o.jobs;
+  so.resume = o.resume;
+  so.force = o.force;
+  so.reduced = o.reduced;
+  so.progress = !o.no_progress;
+  if (o.index >= 0) so.only_index = static_cast<std::size_t>(o.index);
+  ex::SweepResult r = ex::run_sweep(spec, so);
+  if (so.only_index) {
+    std::cout << "grid point " << o.index << " done in " << o.out << "\n";
+    return 0;
+  }
+  print_result(r, o.json);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ttt-sweep: run experiment grids on Moshi-TTT models and print their verdicts"};
+  app.require_subcommand(1);
+  RunOptions run_opts;
+  auto* run_cmd = app.add_subcommand("run", "run a spec's grid (or write its Slurm script)");
+  declare_run(*run_cmd, run_opts);
+  auto* list_cmd = app.add_subcommand("list", "list the built-in experiment kinds");
+  std::string sum_dir;
+  bool sum_json = false;
+  auto* sum_cmd = app.add_subcommand("summarize", "rebuild summary and verdict from a sweep's run dirs");
+  sum_cmd->add_option("out", sum_dir, "sweep output directory")->required();
+  sum_cmd->add_flag("--json", sum_json, "print JSON");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
+  }
+  try {
+    if (*run_cmd) return run(run_opts, argv[0]);
+    if (*list_cmd) {
+      for (const auto& k : ex::builtin_experiments()) std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
+      return 0;
+    }
+    if (*sum_cmd) {
+      print_result(ex::summarize_sweep(sum_dir), sum_json);
+      return 0;
+    }
+  } catch (const mtt::Error& e) {
+    std::fprintf(stderr, "ttt-sweep: %s\n", e.what());
+    return e.exit_status();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ttt-sweep: %s\n", e.what());
+    return mtt::kExitInternal;
+  }
+  return 0;
+}

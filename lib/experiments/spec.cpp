@@ -1,0 +1,178 @@
+#include "experiments/spec.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace mtt::experiments {
+
+using nlohmann::json;
+
+namespace {
+
+std::string line_of(const YAML::Node& n) { return "line " + std::to_string(n.Mark().line + 1); }
+
+json scalar_to_json(const YAML::Node& n) {
+  const std::string& s = n.Scalar();
+  if (n.Tag() == "!") return s;  // quoted in the source: always a string
+  if (s == "null" || s == "~" || s.empty()) return nullptr;
+  if (s == "true" || s == "True") return true;
+  if (s == "false" || s == "False") return false;
+  char* end = nullptr;
+  long long i = std::strtoll(s.c_str(), &end, 10);
+  if (end && *end == '\0') return i;
+  double d = std::strtod(s.c_str(), &end);
+  if (end && *end == '\0') return d;
+  return s;
+}
+
+json node_to_json(const YAML::Node& n, const std::string& file) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return nullptr;
+    case YAML::NodeType::Scalar: return scalar_to_json(n);
+    case YAML::NodeType::Sequence: {
+      json a = json::array();
+      for (const auto& e : n) a.push_back(node_to_json(e, file));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      json o = json::object();
+      std::set<std::string> seen;
+      for (const auto& kv : n) {
+        if (kv.first.Type() != YAML::NodeType::Scalar) throw Error(file, line_of(kv.first), "map keys must be scalars");
+        std::string key = kv.first.Scalar();
+        if (!seen.insert(key).second) throw Error(file, line_of(kv.first), "duplicate key '" + key + "'");
+        o[key] = node_to_json(kv.second, file);
+      }
+      return o;
+    }
+    case YAML::NodeType::Undefined: break;
+  }
+  throw Error(file, line_of(n), "undefined YAML node");
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& file) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(file, "line " + std::to_string(e.mark.line + 1), "YAML syntax error: " + e.msg);
+  }
+}
+
+std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file) {
+  std::vector<Axis> axes;
+  if (!grid) return axes;
+  if (!grid.IsMap()) throw Error(file, line_of(grid), "'grid' must map axis names to lists of values");
+  std::set<std::string> seen;
+  for (const auto& kv : grid) {
+    Axis a;
+    a.name = kv.first.Scalar();
+    if (!seen.insert(a.name).second) throw Error(file, line_of(kv.first), "duplicate grid axis '" + a.name + "'");
+    if (!kv.second.IsSequence() || kv.second.size() == 0)
+      throw Error(file, line_of(kv.second), "grid axis '" + a.name + "' must be a non-empty list");
+    for (const auto& v : kv.second) a.values.push_back(node_to_json(v, file));
+    axes.push_back(std::move(a));
+  }
+  return axes;
+}
+
+std::string required_string(const YAML::Node& root, const char* key, const std::string& file) {
+  const YAML::Node n = root[key];
+  if (!n) throw Error(file, line_of(root), std::string("missing required key '") + key + "'");
+  if (!n.IsScalar() || n.Scalar().empty())
+    throw Error(file, line_of(n), std::string("'") + key + "' must be a non-empty string");
+  return n.Scalar();
+}
+
+}  // namespace
+
+json yaml_to_json(const std::string& yaml_text, const std::string& file_name) {
+  return node_to_json(parse_yaml(yaml_text, file_name), file_name);
+}
+
+ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
+  YAML::Node root = parse_yaml(text, file);
+  if (!root.IsMap()) throw Error(file, "line 1", "an experiment spec must be a YAML mapping");
+  static const std::set<std::string> kKnown = {"name", "experiment", "description", "base", "grid", "reduced", "metrics"};
+  std::set<std::string> seen;
+  for (const auto& kv : root) {
+    if (!kKnown.count(kv.first.Scalar()))
+      throw Error(file, line_of(kv.first), "unknown key '" + kv.first.Scalar() + "'");
+    if (!seen.insert(kv.first.Scalar()).second)
+      throw Error(file, line_of(kv.first), "duplicate key '" + kv.first.Scalar() + "'");
+  }
+  ExperimentSpec s;
+  s.path = file;
+  s.name = required_string(root, "name", file);
+  s.experiment = required_string(root, "experiment", file);
+  if (root["description"]) s.description = root["description"].as<std::string>("");
+  if (root["base"]) {
+    if (!root["base"].IsMap()) throw Error(file, line_of(root["base"]), "'base' must be a mapping");
+    s.base = node_to_json(root["base"], file);
+  }
+  s.axes = parse_axes(root["grid"], file);
+  if (const YAML::Node r = root["reduced"]) {
+    if (!r.IsMap()) throw Error(file, line_of(r), "'reduced' must be a mapping with 'grid' and/or 'base'");
+    for (const auto& kv : r)
+      if (kv.first.Scalar() != "grid" && kv.first.Scalar() != "base")
+        throw Error(file, line_of(kv.first), "unknown key '" + kv.first.Scalar() + "' in 'reduced'");
+    s.reduced_axes = parse_axes(r["grid"], file);
+    if (r["base"]) s.reduced_base = node_to_json(r["base"], file);
+  }
+  if (const YAML::Node m = root["metrics"]) {
+    if (!m.IsSequence()) throw Error(file, line_of(m), "'metrics' must be a list of names");
+    for (const auto& e : m) s.metrics.push_back(e.Scalar());
+  }
+  return s;
+}
+
+ExperimentSpec load_spec(const std::string& path) { return parse_spec(read_file(path), path); }
+
+void set_path(json& cfg, const std::string& dotted, const json& value) {
+  json* cur = &cfg;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = dotted.find('.', start);
+    std::string part = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (part.empty()) throw Error("", dotted, "empty component in a dotted config path");
+    if (dot == std::string::npos) {
+      (*cur)[part] = value;
+      return;
+    }
+    if (!cur->contains(part) || !(*cur)[part].is_object()) (*cur)[part] = json::object();
+    cur = &(*cur)[part];
+    start = dot + 1;
+  }
+}
+
+const json* find_path(const json& cfg, const std::string& dotted) {
+  const json* cur = &cfg;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = dotted.find('.', start);
+    std::string part = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!cur->is_object() || !cur->contains(part)) return nullptr;
+    cur = &(*cur)[part];
+    if (dot == std::string::npos) return cur;
+    start = dot + 1;
+  }
+}
+
+void merge_into(json& dst, const json& patch) {
+  if (!patch.is_object() || !dst.is_object()) {
+    dst = patch;
+    return;
+  }
+  for (auto it = patch.begin(); it != patch.end(); ++it) {
+    if (dst.contains(it.key()) && dst[it.key()].is_object() && it.value().is_object())
+      merge_into(dst[it.key()], it.value());
+    else
+      dst[it.key()] = it.value();
+  }
+}
+
+}  // namespace mtt::experiments

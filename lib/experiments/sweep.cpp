@@ -1,0 +1,305 @@
+#include "experiments/sweep.h"
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace mtt::experiments {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json grid_json(const ExperimentSpec& spec, const std::vector<GridPoint>& points, bool reduced) {
+  json g = json::array();
+  for (const auto& p : points) g.push_back({{"index", p.index}, {"id", p.id}, {"overrides", p.overrides}});
+  return {{"format", "moshi-ttt/sweep/1"},
+          {"spec", {{"path", spec.path}, {"name", spec.name}, {"experiment", spec.experiment}}},
+          {"reduced", reduced},
+          {"metrics", spec.metrics},
+          {"points", g},
+          {"configs", [&] {
+             json c = json::array();
+             for (const auto& p : points) c.push_back(p.config);
+             return c;
+           }()}};
+}
+
+json parse_json_file(const std::string& path) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::parse_error& e) {
+    throw Error(path, "byte " + std::to_string(e.byte), "malformed JSON");
+  }
+}
+
+std::optional<RunResult> load_result(const fs::path& file) {
+  if (!fs::exists(file)) return std::nullopt;
+  json j = parse_json_file(file.string());
+  RunResult r;
+  r.metrics = j.value("metrics", json::object());
+  r.evidence = j.value("evidence", json::object());
+  return r;
+}
+
+std::vector<std::string> metric_columns(const std::vector<PointOutcome>& pts, const std::vector<std::string>& declared) {
+  std::vector<std::string> cols = declared;
+  std::set<std::string> have(cols.begin(), cols.end());
+  for (const auto& p : pts)
+    for (auto it = p.result.metrics.begin(); it != p.result.metrics.end(); ++it)
+      if (have.insert(it.key()).second) cols.push_back(it.key());
+  return cols;
+}
+
+std::vector<std::string> axis_columns(const std::vector<PointOutcome>& pts) {
+  std::vector<std::string> cols;
+  if (pts.empty()) return cols;
+  for (auto it = pts.front().point.overrides.begin(); it != pts.front().point.overrides.end(); ++it)
+    cols.push_back(it.key());
+  return cols;
+}
+
+std::string csv_field(const json& v) {
+  if (v.is_null()) return "";
+  std::string s = v.is_number_float() ? [&] {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.9g", v.get<double>());
+    return std::string(buf);
+  }() : scalar_text(v);
+  if (s.find_first_of(",\"\n") != std::string::npos) {
+    std::string q = "\"";
+    for (char c : s) q += (c == '"') ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  }
+  return s;
+}
+
+void write_summaries(const fs::path& out, const std::string& experiment, const std::vector<std::string>& declared,
+                     SweepResult& r) {
+  auto axes = axis_columns(r.points);
+  auto metrics = metric_columns(r.points, declared);
+  std::ostringstream csv;
+  csv << "id";
+  for (const auto& a : axes) csv << "," << a;
+  for (const auto& m : metrics) csv << "," << m;
+  csv << "\n";
+  json rows = json::array();
+  for (const auto& p : r.points) {
+    csv << p.point.id;
+    json row = {{"id", p.point.id}};
+    for (const auto& a : axes) {
+      csv << "," << csv_field(p.point.overrides[a]);
+      row[a] = p.point.overrides[a];
+    }
+    for (const auto& m : metrics) {
+      json v = p.result.metrics.contains(m) ? p.result.metrics[m] : json(nullptr);
+      csv << "," << csv_field(v);
+      row[m] = v;
+    }
+    csv << "\n";
+    rows.push_back(row);
+  }
+  r.summary_csv = (out / "summary.csv").string();
+  r.summary_json = (out / "summary.json").string();
+  r.verdict_json = (out / "verdict.json").string();
+  write_file_atomic(r.summary_csv, csv.str());
+  write_file_atomic(r.summary_json,
+                    json({{"format", "moshi-ttt/sweep-summary/1"}, {"experiment", experiment}, {"axes", axes},
+                          {"metrics", metrics}, {"rows", rows}})
+                            .dump(2));
+  write_file_atomic(r.verdict_json, json({{"experiment", experiment},
+                                          {"status", r.verdict.status},
+                                          {"text", r.verdict.text},
+                                          {"evidence", r.verdict.evidence}})
+                                        .dump(2));
+}
+
+// Points restored from an out dir's sweep.json.
+std::vector<GridPoint> points_from_sweep_json(const json& sj) {
+  std::vector<GridPoint> pts;
+  const json& ps = sj.at("points");
+  const json& cs = sj.at("configs");
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    GridPoint p;
+    p.index = ps[i].at("index").get<std::size_t>();
+    p.id = ps[i].at("id").get<std::string>();
+    p.overrides = ps[i].at("overrides");
+    p.config = cs.at(i);
+    pts.push_back(std::move(p));
+  }
+  return pts;
+}
+
+}  // namespace
+
+SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts) {
+  return run_sweep(spec, opts, find_experiment(spec.experiment, spec.path));
+}
+
+SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, const ExperimentKind& kind) {
+  if (opts.out_dir.empty()) throw Error(spec.path, "", "no output directory given", ErrorKind::Usage);
+  fs::path out = opts.out_dir;
+  std::vector<GridPoint> points = expand_grid(spec, opts.reduced);
+  json sj = grid_json(spec, points, opts.reduced);
+  fs::path sweep_file = out / "sweep.json";
+
+  fs::create_directories(out / "runs");
+  if (fs::exists(sweep_file)) {
+    json old = parse_json_file(sweep_file.string());
+    bool same = old.value("points", json()) == sj["points"] && old.value("configs", json()) == sj["configs"];
+    if (opts.force) {
+      fs::remove_all(out / "runs");
+      fs::create_directories(out / "runs");
+    } else if (!opts.resume) {
+      throw Error(sweep_file.string(), "",
+                  "output directory already holds a sweep: pass --resume to continue it or --force to start over",
+                  ErrorKind::Usage);
+    } else if (!same) {
+      throw Error(sweep_file.string(), "", "the spec's grid differs from the sweep in this directory; use another --out",
+                  ErrorKind::Usage);
+    }
+  }
+  if (!fs::exists(sweep_file) || opts.force) write_file_atomic(sweep_file.string(), sj.dump(2));
+
+  std::vector<std::size_t> todo;
+  SweepResult r;
+  std::vector<std::optional<RunResult>> results(points.size());
+  for (const auto& p : points) {
+    if (opts.only_index && *opts.only_index != p.index) continue;
+    fs::path dir = out / "runs" / p.id;
+    if (auto done = load_result(dir / "result.json")) {
+      results[p.index] = *done;
+      ++r.reused;
+    } else {
+      todo.push_back(p.index);
+    }
+  }
+  if (opts.only_index && *opts.only_index >= points.size())
+    throw Error(spec.path, "", "grid index " + std::to_string(*opts.only_index) + " out of range (" +
+                                   std::to_string(points.size()) + " points)", ErrorKind::Usage);
+
+  Progress overall(spec.name, todo.size(), opts.progress);
+  std::mutex mu;
+  std::atomic<std::size_t> next{0};
+  std::exception_ptr failure;
+  auto worker = [&] {
+    while (true) {
+      std::size_t k = next++;
+      if (k >= todo.size()) return;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (failure) return;
+      }
+      const GridPoint& p = points[todo[k]];
+      fs::path dir = out / "runs" / p.id;
+      try {
+        // An incomplete run dir (killed mid-run) is discarded: its result was never committed.
+        fs::remove_all(dir);
+        fs::create_directories(dir);
+        write_file_atomic((dir / "config.json").string(), p.config.dump(2));
+        RunContext ctx{p, dir, opts.progress && opts.jobs == 1};
+        RunResult res = kind.run(ctx);
+        write_file_atomic((dir / "result.json").string(),
+                          json({{"id", p.id}, {"overrides", p.overrides}, {"metrics", res.metrics},
+                                {"evidence", res.evidence}})
+                              .dump(2));
+        std::lock_guard<std::mutex> lock(mu);
+        results[p.index] = std::move(res);
+        overall.advance();
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!failure) failure = std::current_exception();
+      }
+    }
+  };
+  int jobs = std::max(1, std::min<int>(opts.jobs, static_cast<int>(std::max<std::size_t>(todo.size(), 1))));
+  std::vector<std::thread> threads;
+  for (int i = 1; i < jobs; ++i) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+  overall.finish();
+  if (failure) std::rethrow_exception(failure);
+
+  for (const auto& p : points)
+    if (results[p.index]) r.points.push_back({p, *results[p.index]});
+  if (opts.only_index) return r;  // one Slurm task: the summary is made by `ttt-sweep summarize`
+  r.verdict = kind.verdict(r.points);
+  write_summaries(out, spec.experiment, spec.metrics, r);
+  return r;
+}
+
+SweepResult summarize_sweep(const std::string& out_dir, const ExperimentKind* kind_override) {
+  fs::path out = out_dir;
+  fs::path sweep_file = out / "sweep.json";
+  if (!fs::exists(sweep_file)) throw Error(out_dir, "", "not a sweep output directory (no sweep.json)");
+  json sj = parse_json_file(sweep_file.string());
+  std::string experiment = sj.at("spec").at("experiment").get<std::string>();
+  const ExperimentKind& kind = kind_override ? *kind_override : find_experiment(experiment, sweep_file.string());
+  SweepResult r;
+  std::vector<std::string> missing;
+  for (auto& p : points_from_sweep_json(sj)) {
+    if (auto res = load_result(out / "runs" / p.id / "result.json"))
+      r.points.push_back({p, *res});
+    else
+      missing.push_back(p.id);
+  }
+  if (!missing.empty())
+    throw Error(out_dir, missing.front(), std::to_string(missing.size()) + " grid point(s) have no result yet");
+  r.reused = r.points.size();
+  r.verdict = kind.verdict(r.points);
+  write_summaries(out, experiment, sj.value("metrics", std::vector<std::string>{}), r);
+  return r;
+}
+
+std::string format_sweep_table(const SweepResult& r) {
+  auto axes = axis_columns(r.points);
+  auto metrics = metric_columns(r.points, {});
+  std::vector<std::string> header = {"id"};
+  header.insert(header.end(), axes.begin(), axes.end());
+  header.insert(header.end(), metrics.begin(), metrics.end());
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& p : r.points) {
+    std::vector<std::string> row = {p.point.id.substr(0, 4)};
+    for (const auto& a : axes) row.push_back(scalar_text(p.point.overrides[a]));
+    for (const auto& m : metrics) {
+      const json& v = p.result.metrics.contains(m) ? p.result.metrics[m] : json(nullptr);
+      if (v.is_number()) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+        row.push_back(buf);
+      } else {
+        row.push_back(v.is_null() ? "-" : scalar_text(v));
+      }
+    }
+    rows.push_back(row);
+  }
+  std::vector<std::size_t> w(header.size());
+  for (std::size_t i = 0; i < header.size(); ++i) {
+    w[i] = header[i].size();
+    for (const auto& row : rows) w[i] = std::max(w[i], row[i].size());
+  }
+  std::ostringstream os;
+  auto line = [&](const std::vector<std::string>& cells) {
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      os << cells[i] << std::string(w[i] - cells[i].size(), ' ');
+      if (i + 1 < cells.size()) os << "  ";
+    }
+    os << "\n";
+  };
+  line(header);
+  for (const auto& row : rows) line(row);
+  os << "\nverdict (" << r.verdict.status << "): " << r.verdict.text << "\n";
+  return os.str();
+}
+
+}  // namespace mtt::experiments
