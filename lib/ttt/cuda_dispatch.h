@@ -1,0 +1,64 @@
+#pragma once
+// Kernel-vs-LibTorch dispatch for the TTT scan (spec ttt.md §2, §5; design/architecture.md
+// "Kernels stay framework-free"). The kernels in kernels/ take raw pointers; this file is the only
+// place that turns at::Tensor into those pointers.
+//
+// How lib/ttt uses it: ttt_scan() (ttt_scan.h) asks every registered ScanBackend first.
+// cuda_dispatch.cpp registers `cuda_scan_backend` under the name "cuda" at static-initialisation
+// time (and register_cuda_scan_backend() does it explicitly, idempotently). The backend returns
+// std::nullopt - and the LibTorch reference path runs - whenever kernel_unsupported_reason() is
+// non-empty: no CUDA build or device, tensors not on CUDA, dtype not fp32/bf16, depth not 1 or 2,
+// head dim > 128, mini-batch > 64, an expansion other than 4, or autograd needing the graph (the
+// backward kernels are exposed below but not yet wired into autograd).
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ttt/ttt_scan.h"
+
+namespace mtt::ttt {
+
+// Which implementation of the launcher API runs the scan.
+enum class KernelImpl {
+  cuda,           // the CUDA kernels (tensors on a CUDA device)
+  cpu_reference,  // kernels/ttt_scan_cpu_ref.cpp: the same algorithm and layouts in float loops
+};
+
+// One line: "built with CUDA kernels; 1 device(s)" / "built without CUDA ..." (for logs and skips).
+std::string cuda_kernels_status();
+// True when the CUDA kernels were compiled and a device is visible.
+bool cuda_kernels_available();
+
+// "" when `impl` would run these scan inputs, else the reason it would not (one line).
+std::string kernel_unsupported_reason(const ScanInputs& in, const std::vector<at::Tensor>& weights,
+                                      const std::vector<at::Tensor>& biases,
+                                      KernelImpl impl = KernelImpl::cuda);
+
+// Runs the scan with `impl` after checking support; std::nullopt when unsupported. Outputs are in
+// the inputs' dtype (XQW) and fp32 (states, losses), on the inputs' device. No autograd graph.
+std::optional<ScanOutputs> kernel_scan(const ScanInputs& in, const std::vector<at::Tensor>& weights,
+                                       const std::vector<at::Tensor>& biases,
+                                       KernelImpl impl = KernelImpl::cuda);
+
+// The ScanBackend registered as "cuda": kernel_scan(..., KernelImpl::cuda).
+std::optional<ScanOutputs> cuda_scan_backend(const ScanInputs& in, const std::vector<at::Tensor>& weights,
+                                             const std::vector<at::Tensor>& biases);
+// Registers cuda_scan_backend once; returns cuda_kernels_available().
+bool register_cuda_scan_backend();
+
+// Gradients of sum(XQW * dXQW) + sum(W_final * dW_final) ... w.r.t. the scan inputs, computed by the
+// backward kernels (recompute per checkpoint group). Undefined d_final_* count as zero.
+struct ScanGrads {
+  at::Tensor dXQ, dXK, dXV, deta;       // like the inputs (fp32)
+  at::Tensor dln_weight, dln_bias;      // [H, d] fp32 (summed over the batch)
+  std::vector<at::Tensor> dweights, dbiases;  // of the initial states [B, H, ...] fp32
+};
+std::optional<ScanGrads> kernel_scan_backward(const ScanInputs& in, const std::vector<at::Tensor>& weights,
+                                              const std::vector<at::Tensor>& biases, const at::Tensor& dXQW,
+                                              const std::vector<at::Tensor>& d_final_weights,
+                                              const std::vector<at::Tensor>& d_final_biases,
+                                              KernelImpl impl = KernelImpl::cuda);
+
+}  // namespace mtt::ttt
