@@ -110,8 +110,9 @@ struct TTTState {
   void reset_all();
   // Cuts the autograd graph (truncated BPTT between chunks of one file).
   void detach_();
-  // The effective current weights (mini-batch start minus the pending partial update).
-  std::vector<at::Tensor> effective_weights(const std::vector<double>& token_factor_last) const;
+  // Batch elements `index` (int64 [n]) as a new state, and the inverse (write them back).
+  TTTState select(const at::Tensor& index) const;
+  void assign(const at::Tensor& index, const TTTState& part);
 };
 
 // Intermediates of one forward, for tests and the golden runner.
@@ -133,8 +134,15 @@ class TTTLayer {
   // (functional update), never written in place; parameters are never written (functional mode).
   at::Tensor forward(const at::Tensor& x, TTTState* state, const Options& opt = {});
   ForwardResult forward_detailed(const at::Tensor& x, TTTState* state, const Options& opt = {});
+  // The inner part alone, from op inputs after projection/L2/RoPE/target (XQ, XK, XV [B, H, L, d],
+  // XV in target form) and the layer input x [B, L, D] (lr gate only). Returns y undefined.
+  ForwardResult forward_core(const at::Tensor& x, const at::Tensor& XQ, const at::Tensor& XK,
+                             const at::Tensor& XV, TTTState* state, const Options& opt = {});
 
   TTTState init_state(int64_t batch, at::ScalarType dtype = at::kFloat) const;
+  // The state's current inner weights with any pending partial mini-batch applied
+  // (W - tok_last * acc): {W1, .., Wn, b1, .., bn}, each [B, H, ...].
+  std::vector<at::Tensor> effective_weights(const TTTState& state) const;
 
   // Parameters under checkpoint names (checkpoint-keys.md §1.2): wq.weight, wq.bias, ..., wo.bias,
   // learnable_ttt_lr_weight [H,1,D], learnable_ttt_lr_bias [H,1], ttt_norm_weight/bias [H,d],
@@ -156,6 +164,10 @@ class TTTLayer {
   bool is_training() const { return training_; }
 
  private:
+  ForwardResult forward_uniform(const at::Tensor& x, TTTState* state, const Options& opt);
+  ForwardResult core_uniform(const at::Tensor& xc, const at::Tensor& XQ, const at::Tensor& XK,
+                             const at::Tensor& XV, TTTState* state, const Options& opt);
+
   TTTConfig config_;
   bool training_ = true;
   std::vector<std::pair<std::string, at::Tensor>> params_;
