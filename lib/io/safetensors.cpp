@@ -27,6 +27,7 @@ constexpr int kMaxJsonDepth = 16;
 
 // Thrown from inside the JSON parser callback; turned into mtt::Error by parse_header.
 struct DuplicateKey {
+  std::string entry;  // the enclosing tensor entry, empty at the top level
   std::string key;
 };
 struct TooDeep {};
@@ -174,10 +175,16 @@ Header parse_header(const uint8_t* bytes, std::size_t available, uint64_t file_s
   if (bad != std::string::npos)
     throw Error(file, "", "header is not valid UTF-8 (byte " + std::to_string(bad) + " of the header)");
   if (h[0] != '{') throw Error(file, "", "header does not start with '{': not a JSON object");
+  // nlohmann's lexer takes a NUL byte for the end of input and would ignore what follows it;
+  // a raw NUL is never valid JSON (the reference rejects NUL padding as trailing characters).
+  if (const void* z = std::memchr(h, 0, n))
+    throw Error(file, "", "header is not valid JSON: NUL byte at header offset " +
+                              std::to_string(static_cast<const uint8_t*>(z) - h));
 
   // nlohmann::json keeps the last of duplicate keys silently; the reference (serde into a map
   // with a duplicate check) rejects them, so track the keys of every open object ourselves.
   std::vector<std::set<std::string>> open_keys;
+  std::string top_key;  // the tensor entry being parsed, to name it in errors
   int depth = 0;
   json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
     switch (ev) {
@@ -193,9 +200,12 @@ Header parse_header(const uint8_t* bytes, std::size_t available, uint64_t file_s
         --depth;
         break;
       case json::parse_event_t::array_end: --depth; break;
-      case json::parse_event_t::key:
-        if (!open_keys.back().insert(parsed.get<std::string>()).second) throw DuplicateKey{parsed.get<std::string>()};
+      case json::parse_event_t::key: {
+        std::string k = parsed.get<std::string>();
+        if (open_keys.size() == 1) top_key = k;
+        if (!open_keys.back().insert(k).second) throw DuplicateKey{open_keys.size() == 1 ? "" : top_key, k};
         break;
+      }
       case json::parse_event_t::value: break;
     }
     return true;
@@ -205,7 +215,8 @@ Header parse_header(const uint8_t* bytes, std::size_t available, uint64_t file_s
     // Trailing spaces (the writers' padding to a multiple of 8) are whitespace to the parser.
     root = json::parse(h, h + n, cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
   } catch (const DuplicateKey& d) {
-    throw Error(file, d.key, "duplicate key " + quoted(d.key) + " in header");
+    if (d.entry.empty()) throw Error(file, d.key, "duplicate key " + quoted(d.key) + " in header");
+    throw Error(file, d.entry, "duplicate key " + quoted(d.key) + " in the entry");
   } catch (const TooDeep&) {
     throw Error(file, "", "header is not valid JSON for safetensors: nested deeper than " +
                               std::to_string(kMaxJsonDepth) + " levels");

@@ -188,7 +188,7 @@ TEST(Safetensors, HeaderValidationErrors) {
                "nested deeper");
   expect_error(st_bytes("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", "12345678"), "duplicate key \"a\"", "a");
   expect_error(st_bytes(R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", "12345678"),
-               "duplicate key \"dtype\"");
+               "duplicate key \"dtype\" in the entry", "a");
   expect_error(st_bytes(R"({"a":[1]})"), "tensor entry is not a JSON object", "a");
   expect_error(st_bytes(R"({"a":{"shape":[2],"data_offsets":[0,8]}})"), "missing \"dtype\"", "a");
   expect_error(st_bytes(R"({"a":{"dtype":"C64","shape":[2],"data_offsets":[0,8]}})"), "unknown dtype \"C64\"", "a");
