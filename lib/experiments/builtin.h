@@ -8,4 +8,11 @@ namespace mtt::experiments {
 
 std::vector<ExperimentKind> make_builtin_experiments();
 
+ExperimentKind make_causal_leak();
+ExperimentKind make_batch_state();
+ExperimentKind make_norm_variant();
+ExperimentKind make_mini_batch();
+ExperimentKind make_gating();
+ExperimentKind make_gradient_flow();
+
 }  // namespace mtt::experiments

@@ -1,0 +1,45 @@
+#include "experiments/train_config.h"
+
+#include "core/error.h"
+
+namespace mtt::experiments {
+
+using nlohmann::json;
+
+namespace {
+template <class T>
+void read(const json& obj, const char* key, T& out, const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key)) return;
+  try {
+    out = obj.at(key).get<T>();
+  } catch (const json::exception&) {
+    throw Error(where, key, "expected a " + std::string(std::is_integral_v<T> ? "integer" : "number") + ", got " +
+                                obj.at(key).dump());
+  }
+}
+}  // namespace
+
+TrainConfig train_config_from_json(const json& cfg, const std::string& where) {
+  TrainConfig c;
+  read(cfg, "max_steps", c.max_steps, where);
+  read(cfg, "seed", c.seed, where);
+  read(cfg, "batch_size", c.batch_size, where);
+  read(cfg, "num_microbatches", c.num_microbatches, where);
+  read(cfg, "max_norm", c.max_norm, where);
+  read(cfg, "log_freq", c.log_freq, where);
+  read(cfg, "ckpt_freq", c.ckpt_freq, where);
+  if (cfg.contains("optim")) {
+    const json& o = cfg["optim"];
+    read(o, "lr", c.lr, where);
+    read(o, "weight_decay", c.weight_decay, where);
+    read(o, "pct_start", c.pct_start, where);
+  }
+  if (cfg.contains("ttt")) read(cfg["ttt"], "lr", c.ssm_lr, where);
+  if (c.max_steps <= 0) throw Error(where, "max_steps", "must be positive");
+  if (c.num_microbatches <= 0) throw Error(where, "num_microbatches", "must be positive");
+  if (c.batch_size <= 0) throw Error(where, "batch_size", "must be positive");
+  if (c.pct_start < 0 || c.pct_start >= 1) throw Error(where, "optim.pct_start", "must be in [0, 1)");
+  return c;
+}
+
+}  // namespace mtt::experiments
