@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 
 namespace mtt::moshi {
@@ -336,6 +338,114 @@ int64_t ModelSchema::total_params() const {
   int64_t n = 0;
   for (const auto& p : params) n += p.numel();
   return n;
+}
+
+namespace {
+const char* inplace_init_name(InplaceInit i) {
+  switch (i) {
+    case InplaceInit::port_finetune: return "port_finetune";
+    case InplaceInit::port_loader: return "port_loader";
+    case InplaceInit::official: return "official";
+    case InplaceInit::zero: return "zero";
+  }
+  return "?";
+}
+}  // namespace
+
+std::string schema_config_to_json(const SchemaConfig& c) {
+  nlohmann::json t = {{"variant", ttt_variant_name(c.ttt.variant)},
+                      {"layers", c.ttt.layers},
+                      {"ttt_heads", c.ttt.ttt_heads},
+                      {"ttt_mlp_layers", c.ttt.ttt_mlp_layers},
+                      {"ttt_mlp_expansion_factor", c.ttt.ttt_mlp_expansion_factor},
+                      {"ttt_mlp_hidden_dims", c.ttt.ttt_mlp_hidden_dims},
+                      {"proj_bias", c.ttt.proj_bias},
+                      {"causal_eta", c.ttt.causal_eta},
+                      {"mini_batch_size", c.ttt.mini_batch_size},
+                      {"output_post_norm_wo", c.ttt.output_post_norm_wo},
+                      {"bidirectional", c.ttt.bidirectional},
+                      {"initial_gating_alpha", c.ttt.initial_gating_alpha},
+                      {"conv_kernel_size", c.ttt.conv_kernel_size},
+                      {"inplace_init", inplace_init_name(c.ttt.inplace_init)},
+                      {"lora_rank", c.ttt.lora_rank},
+                      {"lora_scaling", c.ttt.lora_scaling}};
+  nlohmann::json j = {{"dim", c.dim},
+                      {"num_heads", c.num_heads},
+                      {"num_layers", c.num_layers},
+                      {"dim_feedforward", c.dim_feedforward},
+                      {"gating", c.gating},
+                      {"layer_norm", c.layer_norm},
+                      {"text_card", c.text_card},
+                      {"card", c.card},
+                      {"n_q", c.n_q},
+                      {"dep_q", c.dep_q},
+                      {"depformer_dim", c.depformer_dim},
+                      {"depformer_num_heads", c.depformer_num_heads},
+                      {"depformer_num_layers", c.depformer_num_layers},
+                      {"depformer_dim_feedforward", c.depformer_dim_feedforward},
+                      {"depformer_weights_per_step", c.depformer_weights_per_step},
+                      {"depformer_multi_linear", c.depformer_multi_linear},
+                      {"depformer_low_rank_embeddings", c.depformer_low_rank_embeddings},
+                      {"fused_attention_names", c.fused_attention_names},
+                      {"ttt", t}};
+  return j.dump();
+}
+
+SchemaConfig schema_config_from_json(const std::string& text, const std::string& file) {
+  SchemaConfig c;
+  try {
+    const auto j = nlohmann::json::parse(text);
+    auto get = [&](const nlohmann::json& o, const char* k, auto& v) {
+      if (o.contains(k) && !o[k].is_null()) o[k].get_to(v);
+    };
+    get(j, "dim", c.dim);
+    get(j, "num_heads", c.num_heads);
+    get(j, "num_layers", c.num_layers);
+    get(j, "dim_feedforward", c.dim_feedforward);
+    get(j, "gating", c.gating);
+    get(j, "layer_norm", c.layer_norm);
+    get(j, "text_card", c.text_card);
+    get(j, "card", c.card);
+    get(j, "n_q", c.n_q);
+    get(j, "dep_q", c.dep_q);
+    get(j, "depformer_dim", c.depformer_dim);
+    get(j, "depformer_num_heads", c.depformer_num_heads);
+    get(j, "depformer_num_layers", c.depformer_num_layers);
+    get(j, "depformer_dim_feedforward", c.depformer_dim_feedforward);
+    get(j, "depformer_weights_per_step", c.depformer_weights_per_step);
+    get(j, "depformer_multi_linear", c.depformer_multi_linear);
+    get(j, "depformer_low_rank_embeddings", c.depformer_low_rank_embeddings);
+    get(j, "fused_attention_names", c.fused_attention_names);
+    if (j.contains("ttt")) {
+      const auto& t = j["ttt"];
+      std::string v = "none", ii = "port_finetune";
+      get(t, "variant", v);
+      if (v == "fork_hybrid") c.ttt.variant = TTTVariant::fork_hybrid;
+      else if (v == "inplace") c.ttt.variant = TTTVariant::inplace;
+      else if (v == "none") c.ttt.variant = TTTVariant::none;
+      else throw Error(file, "mtt.schema_config", "unknown ttt.variant '" + v + "'");
+      get(t, "layers", c.ttt.layers);
+      get(t, "ttt_heads", c.ttt.ttt_heads);
+      get(t, "ttt_mlp_layers", c.ttt.ttt_mlp_layers);
+      get(t, "ttt_mlp_expansion_factor", c.ttt.ttt_mlp_expansion_factor);
+      get(t, "ttt_mlp_hidden_dims", c.ttt.ttt_mlp_hidden_dims);
+      get(t, "proj_bias", c.ttt.proj_bias);
+      get(t, "causal_eta", c.ttt.causal_eta);
+      get(t, "mini_batch_size", c.ttt.mini_batch_size);
+      get(t, "output_post_norm_wo", c.ttt.output_post_norm_wo);
+      get(t, "bidirectional", c.ttt.bidirectional);
+      get(t, "initial_gating_alpha", c.ttt.initial_gating_alpha);
+      get(t, "conv_kernel_size", c.ttt.conv_kernel_size);
+      get(t, "inplace_init", ii);
+      for (auto i : {InplaceInit::port_finetune, InplaceInit::port_loader, InplaceInit::official, InplaceInit::zero})
+        if (ii == inplace_init_name(i)) c.ttt.inplace_init = i;
+      get(t, "lora_rank", c.ttt.lora_rank);
+      get(t, "lora_scaling", c.ttt.lora_scaling);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file, "mtt.schema_config", std::string("malformed: ") + e.what());
+  }
+  return c;
 }
 
 ModelSchema declare_parameters(const SchemaConfig& c) {

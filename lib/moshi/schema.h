@@ -165,6 +165,12 @@ struct ModelSchema {
   std::map<std::string, std::size_t> index_;
 };
 
+// The configuration as a JSON object string (stored as "mtt.schema_config" in the metadata of
+// checkpoints the library writes) and back; unknown fields are ignored, missing ones keep the
+// moshiko defaults. Throws Error(file, "mtt.schema_config", reason) on malformed JSON.
+std::string schema_config_to_json(const SchemaConfig& config);
+SchemaConfig schema_config_from_json(const std::string& json, const std::string& file = "");
+
 // Declares every parameter of the model for `config`. Throws mtt::Error(kind Usage) on an
 // inconsistent configuration (e.g. dim not divisible by the TTT heads).
 ModelSchema declare_parameters(const SchemaConfig& config);

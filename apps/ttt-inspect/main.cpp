@@ -1,0 +1,116 @@
+// ttt-inspect: checkpoint audit (inventory, unused, frozen, gating, dead gradient paths).
+// Flags in, library call (audit::run_audit), print. Exit: 0 clean, 1 findings, 2 unreadable
+// input, 64 usage, 70 internal (docs/conventions.md).
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "audit/audit.h"
+#include "audit/render.h"
+#include "core/error.h"
+
+namespace {
+
+struct Options {
+  std::string checkpoint;
+  std::string base;
+  std::string layers;
+  bool json = false;
+  bool tiny = false;
+  std::string variant = "fork";
+  std::string save;
+  uint64_t seed = 0;
+  std::string dtype = "bf16";
+  bool progress = false;
+};
+
+void declare(CLI::App& app, Options& o) {
+  app.add_option("checkpoint", o.checkpoint,
+                 "safetensors file, *.safetensors.index.json, model dir or moshi-finetune run dir");
+  app.add_option("--base", o.base, "base or init checkpoint: report tensors unchanged against it and ||dW||/||W||");
+  app.add_option("--layers", o.layers, "report these transformer layers only: \"29,30,31\", all, middle, none");
+  app.add_flag("--json", o.json, "print the report as JSON (docs/inspect-json.md)");
+  app.add_flag("--tiny", o.tiny, "create the tiny built-in Moshi-TTT checkpoint with the library's initialisers and audit it");
+  app.add_option("--variant", o.variant, "--tiny: TTT variant")->check(CLI::IsMember({"fork", "inplace", "inplace-zero", "none"}));
+  app.add_option("--save", o.save, "--tiny: keep the created checkpoint at this path");
+  app.add_option("--seed", o.seed, "--tiny: initialiser seed");
+  app.add_option("--dtype", o.dtype, "--tiny: stored dtype")->check(CLI::IsMember({"bf16", "f32"}));
+  app.add_flag("--progress", o.progress, "progress bar on stderr");
+}
+
+int run(const Options& o) {
+  mtt::audit::AuditOptions ao;
+  ao.base = o.base;
+  ao.layers = o.layers;
+  ao.progress = o.progress;
+  std::string tmp;
+  if (o.tiny) {
+    if (!o.checkpoint.empty())
+      throw mtt::Error("", "--tiny", "takes no checkpoint argument (use --save PATH to keep it)", mtt::ErrorKind::Usage);
+    namespace m = mtt::moshi;
+    m::InitOptions init;
+    init.seed = o.seed;
+    init.dtype = o.dtype == "f32" ? mtt::DType::F32 : mtt::DType::BF16;
+    m::TTTVariant v = o.variant == "none" ? m::TTTVariant::none
+                      : o.variant == "fork" ? m::TTTVariant::fork_hybrid
+                                            : m::TTTVariant::inplace;
+    std::string path = o.save;
+    if (path.empty()) {
+      char tmpl[] = "/tmp/ttt-inspect-tiny-XXXXXX.safetensors";
+      int fd = ::mkstemps(tmpl, 12);
+      if (fd < 0) throw mtt::Error("/tmp", "", "cannot create a temporary file", mtt::ErrorKind::Internal);
+      ::close(fd);
+      path = tmp = tmpl;
+    }
+    if (o.variant == "inplace-zero") {
+      auto c = m::SchemaConfig::tiny(m::TTTVariant::inplace);
+      c.ttt.inplace_init = m::InplaceInit::zero;
+      m::write_initial_checkpoint(path, m::declare_parameters(c), init, {{"mtt.created_by", "ttt-inspect --tiny"}});
+    } else {
+      mtt::audit::write_tiny_checkpoint(path, v, init);
+    }
+    ao.checkpoint = path;
+  } else {
+    if (o.checkpoint.empty())
+      throw mtt::Error("", "checkpoint", "a checkpoint path is required (or --tiny)", mtt::ErrorKind::Usage);
+    ao.checkpoint = o.checkpoint;
+  }
+  struct Cleanup {
+    std::string p;
+    ~Cleanup() {
+      if (!p.empty()) std::remove(p.c_str());
+    }
+  } cleanup{tmp};
+  const auto report = mtt::audit::run_audit(ao);
+  if (o.json)
+    std::cout << mtt::audit::to_json(report).dump(2) << "\n";
+  else
+    std::cout << mtt::audit::render_table(report);
+  return report.exit_status();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ttt-inspect: audit a Moshi / Moshi-TTT checkpoint (unused, frozen, gating, dead gradient paths)"};
+  Options o;
+  declare(app, o);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
+  }
+  try {
+    return run(o);
+  } catch (const mtt::Error& e) {
+    std::fprintf(stderr, "ttt-inspect: %s\n", e.what());
+    if (o.json) std::cout << mtt::audit::error_json(e.what(), e.exit_status()).dump() << "\n";
+    return e.exit_status();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ttt-inspect: internal error: %s\n", e.what());
+    return mtt::kExitInternal;
+  }
+}

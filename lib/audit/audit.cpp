@@ -1,0 +1,102 @@
+#include "audit/audit.h"
+
+#include <chrono>
+#include <sstream>
+
+#include "audit/findings.h"
+#include "audit/infer_config.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/checkpoint.h"
+#include "moshi/schema.h"
+
+namespace mtt::audit {
+
+namespace {
+std::string count_line(uint64_t n, const char* what) { return std::to_string(n) + " " + what; }
+}  // namespace
+
+Report run_audit(const AuditOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Report rep;
+  const io::Checkpoint ck = io::Checkpoint::open(opt.checkpoint);
+  std::optional<io::Checkpoint> base;
+  if (!opt.base.empty()) base = io::Checkpoint::open(opt.base);
+
+  const InferredConfig inf = infer_config(ck);
+  moshi::ModelSchema schema;
+  try {
+    schema = moshi::declare_parameters(inf.config);
+  } catch (const Error& e) {
+    // An inferred configuration the model rejects is a property of the input.
+    throw Error(ck.path(), e.key(), "inferred configuration rejected: " + e.reason());
+  }
+  rep.layer_filter = parse_layer_list(opt.layers, static_cast<int>(inf.config.num_layers));
+
+  // One streaming pass in file order (sequential reads of the mmap), statistics in fp64.
+  StatsMap stats;
+  CompareMap cmp;
+  uint64_t not_in_base = 0;
+  Progress prog("ttt-inspect", ck.total_bytes(), opt.progress);
+  for (const auto& file : ck.files()) {
+    for (const auto& info : file->tensors()) {
+      const io::TensorView v = file->view(info);
+      stats.emplace(info.name, tensor_stats(v));
+      rep.bytes_scanned += info.nbytes();
+      if (base) {
+        if (auto bv = base->find(info.name)) {
+          cmp.emplace(info.name, compare_tensors(v, *bv));
+          rep.bytes_scanned += bv->nbytes();
+        } else {
+          ++not_in_base;
+        }
+      }
+      prog.advance(info.nbytes());
+    }
+  }
+  prog.finish();
+
+  rep.inventory = make_inventory(ck, inf, schema, stats);
+  rep.unused = find_unused(schema, stats, rep.inventory.params, rep.layer_filter);
+  rep.frozen = find_frozen(schema, stats, cmp, opt.base, not_in_base, rep.layer_filter);
+  rep.gating = gating_stats(ck, schema, rep.layer_filter);
+  rep.dead_paths = find_dead_paths(schema, stats, rep.layer_filter);
+
+  auto& P = rep.problems;
+  const auto& inv = rep.inventory;
+  if (!rep.unused.entries.empty()) {
+    std::ostringstream s;
+    s.precision(3);
+    s << count_line(rep.unused.entries.size(), "unused tensors") << " (" << rep.unused.params << " params, "
+      << rep.unused.bytes << " bytes, " << rep.unused.share_percent << "% of the parameters) are never read by the forward";
+    P.push_back(s.str());
+  }
+  if (!rep.frozen.entries.empty())
+    P.push_back(count_line(rep.frozen.entries.size(), "frozen tensors") + " (" + std::to_string(rep.frozen.params) +
+                " params) are constant while tensors of the same role vary");
+  if (rep.frozen.base_problems)
+    P.push_back(count_line(rep.frozen.base_problems, "tensors") +
+                " are bit-identical to the base checkpoint while their module moved");
+  if (rep.dead_paths.dead)
+    P.push_back(count_line(rep.dead_paths.dead, "dead gradient paths") + " (every factor of a product exactly zero)");
+  if (inv.nan || inv.inf)
+    P.push_back(std::to_string(inv.nan) + " NaN and " + std::to_string(inv.inf) + " Inf values in " +
+                count_line(inv.nonfinite_tensors.size(), "tensors"));
+  if (!inv.shape_mismatches.empty())
+    P.push_back(count_line(inv.shape_mismatches.size(), "tensors") + " with a shape other than the model declares");
+  if (!inv.duplicate_mismatches.empty())
+    P.push_back(count_line(inv.duplicate_mismatches.size(), "duplicate original_layer copies") +
+                " differ from their canonical key (which one loads depends on load order)");
+  if (inv.missing && !inv.partial)
+    P.push_back(count_line(inv.missing, "declared tensors") + " are missing (e.g. " + inv.missing_examples.front() + ")");
+
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return rep;
+}
+
+void write_tiny_checkpoint(const std::string& path, moshi::TTTVariant variant, const moshi::InitOptions& init) {
+  const auto schema = moshi::declare_parameters(moshi::SchemaConfig::tiny(variant));
+  moshi::write_initial_checkpoint(path, schema, init, {{"mtt.created_by", "ttt-inspect --tiny"}});
+}
+
+}  // namespace mtt::audit

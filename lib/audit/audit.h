@@ -1,0 +1,28 @@
+#pragma once
+// `ttt-inspect` as a library call: open a checkpoint (file, shards, model/run dir), infer its
+// configuration, declare the model's parameters for it, stream every tensor once (pages released
+// after each chunk: RSS stays bounded), and compute the five findings into a Report.
+#include <string>
+
+#include "audit/report.h"
+#include "moshi/init.h"
+
+namespace mtt::audit {
+
+struct AuditOptions {
+  std::string checkpoint;
+  std::string base;         // --base: compare against this (base or init) checkpoint
+  std::string layers;       // --layers: "29,30,31" | all | middle | none; empty = all
+  bool progress = false;    // progress bar on stderr
+};
+
+// Throws mtt::Error (kind Input) when the checkpoint or base cannot be read or is not a Moshi /
+// Moshi-TTT checkpoint; kind Usage for a malformed --layers.
+Report run_audit(const AuditOptions& options);
+
+// The tiny built-in Moshi-TTT checkpoint made with the library's own initialisers
+// (moshi::SchemaConfig::tiny, moshi::write_initial_checkpoint) at `path`.
+void write_tiny_checkpoint(const std::string& path, moshi::TTTVariant variant = moshi::TTTVariant::fork_hybrid,
+                           const moshi::InitOptions& init = {});
+
+}  // namespace mtt::audit
