@@ -41,3 +41,21 @@ if(MTT_TORCH_CUDA AND MTT_C10_CUDA)
   target_link_libraries(mtt_torch_cuda INTERFACE "LINKER:--no-as-needed" ${MTT_TORCH_CUDA} ${MTT_C10_CUDA} "LINKER:--as-needed")
   target_compile_definitions(mtt_torch_cuda INTERFACE MTT_TORCH_HAS_CUDA=1)
 endif()
+
+# One precompiled header for every torch-using target: <ATen/ATen.h> costs ~15 s of CPU per
+# translation unit, ~2 s through the PCH (measured with g++ 12). Targets reuse mtt_pch's PCH; the
+# -D macros that differ between targets (MTT_SOURCE_DIR, ...) do not appear in ATen, which keeps
+# the PCH valid for them (GCC's rule for macros defined before a PCH).
+option(MTT_PCH "Precompile <ATen/ATen.h> once and reuse it" ON)
+function(mtt_torch_pch target)
+  if(NOT MTT_PCH)
+    return()
+  endif()
+  if(NOT TARGET mtt_pch)
+    file(WRITE ${PROJECT_BINARY_DIR}/mtt_pch.cpp "// translation unit that owns the shared precompiled header\n")
+    add_library(mtt_pch OBJECT ${PROJECT_BINARY_DIR}/mtt_pch.cpp)
+    target_link_libraries(mtt_pch PRIVATE mtt_torch)
+    target_precompile_headers(mtt_pch PRIVATE <ATen/ATen.h> <nlohmann/json.hpp> <map> <string> <vector>)
+  endif()
+  target_precompile_headers(${target} REUSE_FROM mtt_pch)
+endfunction()
