@@ -1,0 +1,416 @@
+// Figure builders for ttt-plot: inner-loop (TTT "Figure 5"), gating, sweep, metrics.
+#include "plot/figures.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace mtt::plot {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Palette indices (plots/style.h order) with a fixed meaning in the inner-loop figure.
+constexpr int kBlue = 0, kVermillion = 1, kBlack = 6;
+
+
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string o;
+  for (std::size_t i = 0; i < v.size(); ++i) o += (i ? sep : "") + v[i];
+  return o;
+}
+
+bool wanted(const std::vector<int>& sel, int v) { return sel.empty() || std::find(sel.begin(), sel.end(), v) != sel.end(); }
+
+}  // namespace
+
+std::vector<double> moving_average(const std::vector<double>& v, int w) {
+  if (w <= 1) return v;
+  std::vector<double> out(v.size(), kNaN);
+  const long n = static_cast<long>(v.size()), lo = (w - 1) / 2, hi = w / 2;
+  for (long i = 0; i < n; ++i) {
+    double s = 0;
+    int k = 0;
+    for (long j = std::max(0L, i - lo); j <= std::min(n - 1, i + hi); ++j)
+      if (std::isfinite(v[j])) {
+        s += v[j];
+        ++k;
+      }
+    if (k) out[i] = s / k;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Figure inner_loop_figure(const InnerLoopData& d, const InnerLoopOptions& o) {
+  Figure f;
+  f.title = o.title.empty() ? "TTT inner-loop reconstruction loss (" + fs::path(d.path).filename().string() + ")" : o.title;
+  for (int l : o.layers) {
+    bool found = false;
+    for (const auto& r : d.layers) found = found || r.layer == l;
+    if (!found) {
+      std::vector<std::string> have;
+      for (const auto& r : d.layers) have.push_back(std::to_string(r.layer));
+      throw Error(d.path, "layer " + std::to_string(l), "not in the log (layers: " + join(have, ", ") + ")", ErrorKind::Usage);
+    }
+  }
+  auto add_panel = [&](const InnerLoopLayer& r, const std::vector<double>& w0, const std::vector<double>& before,
+                       const std::vector<double>& after, const std::string& title) {
+    Panel p;
+    p.title = title;
+    std::string note;
+    if (r.mini_batch_size > 0) note = "mini-batch " + std::to_string(r.mini_batch_size) + ", ";
+    note += std::to_string(r.positions.size()) + " tokens";
+    if (o.smooth > 1) note += ", moving average over " + std::to_string(o.smooth);
+    p.note = note;
+    p.xlabel = "token position t";
+    p.ylabel = "reconstruction loss";
+    p.logy = o.logy;
+    // TTT paper Fig. 5: l(W0; x_t), l(W_{t-1}; x_t) before the update, l(W_t; x_t) after it.
+    Series s0{"W0 (no update)", r.positions, moving_average(w0, o.smooth), {}, {}, kBlack, LineStyle::Solid};
+    Series s1{"before update", r.positions, moving_average(before, o.smooth), {}, {}, kVermillion, LineStyle::Solid};
+    Series s2{"after update", r.positions, moving_average(after, o.smooth), {}, {}, kBlue, LineStyle::Solid};
+    p.series = {s0, s1, s2};
+    // One legend for the whole figure (the paper's layout): on the first panel only.
+    p.legend = f.panels.empty() ? LegendPos::Auto : LegendPos::None;
+    f.panels.push_back(std::move(p));
+  };
+  for (const auto& r : d.layers) {
+    if (!wanted(o.layers, r.layer)) continue;
+    std::string title = "layer " + std::to_string(r.layer);
+    if (!r.name.empty() && r.name != title) title += " (" + r.name + ")";
+    if (!o.per_head) {
+      add_panel(r, r.loss_w0, r.loss_before, r.loss_after, title);
+      continue;
+    }
+    if (r.head_w0.empty())
+      throw Error(d.path, "layer " + std::to_string(r.layer) + " per_head",
+                  "no per-head losses in the log (record with per-head logging on)", ErrorKind::Input);
+    for (int h : o.heads)
+      if (h < 0 || h >= static_cast<int>(r.head_w0.size()))
+        throw Error(d.path, "head " + std::to_string(h),
+                    "out of range (layer " + std::to_string(r.layer) + " has " + std::to_string(r.head_w0.size()) + " heads)",
+                    ErrorKind::Usage);
+    for (std::size_t h = 0; h < r.head_w0.size(); ++h)
+      if (wanted(o.heads, static_cast<int>(h)))
+        add_panel(r, r.head_w0[h], r.head_before[h], r.head_after[h], "layer " + std::to_string(r.layer) + " head " + std::to_string(h));
+  }
+  if (f.panels.empty()) throw Error(d.path, "", "no layer selected", ErrorKind::Usage);
+  validate(f, d.path);
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+double effective_gate(double alpha) { return std::tanh(std::clamp(alpha, -3.0, 3.0)); }
+
+Figure gating_figure(const std::vector<GateCheckpoint>& cks, const GatingOptions& o) {
+  if (cks.empty()) throw Error("", "", "no checkpoints", ErrorKind::Usage);
+  // Runs in input order; checkpoints of a run by step.
+  std::vector<std::string> runs;
+  for (const auto& c : cks)
+    if (std::find(runs.begin(), runs.end(), c.run) == runs.end()) runs.push_back(c.run);
+  std::set<int> layers;
+  std::set<std::string> dirs;
+  for (const auto& c : cks)
+    for (const auto& [k, v] : c.gates)
+      if (wanted(o.layers, k.first)) {
+        layers.insert(k.first);
+        dirs.insert(k.second);
+      }
+  if (layers.empty()) throw Error(cks.front().source, "", "none of the selected layers has gates", ErrorKind::Usage);
+  for (int l : o.layers)
+    if (!layers.count(l))
+      throw Error(cks.front().source, "layer " + std::to_string(l), "no gating_alpha for this layer", ErrorKind::Usage);
+
+  std::vector<GateValue> values;
+  if (o.value == GateValue::Alpha || o.value == GateValue::Both) values.push_back(GateValue::Alpha);
+  if (o.value == GateValue::Tanh || o.value == GateValue::Both) values.push_back(GateValue::Tanh);
+
+  Figure f;
+  f.title = o.title.empty() ? "SSM gates across checkpoints" : o.title;
+  f.columns = static_cast<int>(dirs.size());
+  std::size_t channels = 0;
+  for (GateValue gv : values) {
+    const std::size_t first_panel = f.panels.size();
+    for (const char* dir : {"forward", "backward"}) {
+      if (!dirs.count(dir)) continue;
+      Panel p;
+      p.title = std::string(dir) + "_ssm_gating";
+      p.ylabel = gv == GateValue::Alpha ? "alpha" : "tanh(clamp(alpha, -3, 3))";
+      int ci = 0;
+      for (int layer : layers) {
+        for (const auto& run : runs) {
+          std::vector<const GateCheckpoint*> pts;
+          for (const auto& c : cks)
+            if (c.run == run) pts.push_back(&c);
+          bool have_steps = std::all_of(pts.begin(), pts.end(), [](const GateCheckpoint* c) { return c->step.has_value(); });
+          if (have_steps)
+            std::stable_sort(pts.begin(), pts.end(), [](auto* a, auto* b) { return *a->step < *b->step; });
+          Series s;
+          s.color = ci;
+          s.line = std::string(dir) == "forward" ? LineStyle::Solid : LineStyle::Dashed;
+          s.markers = pts.size() <= 40;
+          const std::vector<float>* first = nullptr;
+          bool frozen = true;
+          int present = 0;
+          for (std::size_t i = 0; i < pts.size(); ++i) {
+            s.x.push_back(have_steps ? static_cast<double>(*pts[i]->step) : static_cast<double>(i));
+            auto it = pts[i]->gates.find({layer, dir});
+            if (it == pts[i]->gates.end()) {
+              s.y.push_back(kNaN);
+              s.lo.push_back(kNaN);
+              s.hi.push_back(kNaN);
+              continue;
+            }
+            const auto& a = it->second.alpha;
+            channels = std::max(channels, a.size());
+            ++present;
+            if (!first) first = &a;
+            else frozen = frozen && a == *first;  // bitwise-equal values: the gate never moved
+            double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+            for (float v : a) {
+              const double t = gv == GateValue::Alpha ? v : effective_gate(v);
+              sum += t;
+              lo = std::min(lo, t);
+              hi = std::max(hi, t);
+            }
+            s.y.push_back(sum / static_cast<double>(a.size()));
+            s.lo.push_back(lo);
+            s.hi.push_back(hi);
+          }
+          if (present == 0) continue;
+          s.label = (runs.size() > 1 && !run.empty() ? run + " " : "") + "layer " + std::to_string(layer);
+          if (frozen && present >= 2) s.label += " (frozen)";
+          if (!have_steps) p.xlabel = "checkpoint (input order)";
+          p.series.push_back(std::move(s));
+        }
+        ++ci;
+      }
+      if (p.series.empty()) continue;
+      if (p.xlabel.empty()) p.xlabel = "training step";
+      f.panels.push_back(std::move(p));
+    }
+    // Forward and backward gates on one y scale, so a flat (frozen) gate reads as flat beside a
+    // moving one.
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    for (std::size_t i = first_panel; i < f.panels.size(); ++i) {
+      double a, b;
+      if (finite_range(f.panels[i].series, false, a, b)) {
+        lo = std::min(lo, a);
+        hi = std::max(hi, b);
+      }
+    }
+    if (lo <= hi)
+      for (std::size_t i = first_panel; i < f.panels.size(); ++i) {
+        f.panels[i].fixed_y = true;
+        f.panels[i].ymin = lo;
+        f.panels[i].ymax = hi;
+      }
+  }
+  const std::string note = "mean of " + std::to_string(channels) + " channels, band: min-max";
+  for (auto& p : f.panels) p.note = note;
+  validate(f, cks.front().source);
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
+  auto col = [&](const std::string& name, const char* flag) {
+    const int c = t.column(name);
+    if (c < 0) {
+      std::vector<std::string> cols = t.columns;
+      throw Error(t.path, std::string(flag) + " " + name, "no such column (columns: " + join(cols, ", ") + ")",
+                  ErrorKind::Usage);
+    }
+    return c;
+  };
+  if (o.x.empty() || o.y.empty()) throw Error(t.path, "", "--x and --y are required", ErrorKind::Usage);
+  const int cx = col(o.x, "--x"), cy = col(o.y, "--y");
+  const int ch = o.hue.empty() ? -1 : col(o.hue, "--hue");
+  auto where = [&](std::size_t r) {
+    return t.lines[r] > 0 ? "line " + std::to_string(t.lines[r]) : "rows[" + std::to_string(r) + "]";
+  };
+
+  bool numeric_x = !o.bars;
+  std::size_t skipped = 0;
+  std::vector<std::size_t> use;
+  for (std::size_t r = 0; r < t.rows.size(); ++r) {
+    const Cell& y = t.rows[r][cy];
+    if (y.null) {
+      ++skipped;  // a point that failed or has not finished: no value to draw
+      continue;
+    }
+    if (!y.numeric) throw Error(t.path, where(r) + " " + o.y, "'" + y.text + "' is not a number");
+    const Cell& x = t.rows[r][cx];
+    if (x.null) throw Error(t.path, where(r) + " " + o.x, "empty axis value");
+    if (!x.numeric) numeric_x = false;
+    use.push_back(r);
+  }
+  if (use.empty()) throw Error(t.path, o.y, "no numeric values for this metric in any row");
+  for (std::size_t r : use) {
+    if (o.logx && numeric_x && !(t.rows[r][cx].num > 0))
+      throw Error(t.path, where(r) + " " + o.x, "--logx: value " + t.rows[r][cx].text + " is not positive", ErrorKind::Usage);
+    if (o.logy && !(t.rows[r][cy].num > 0))
+      throw Error(t.path, where(r) + " " + o.y, "--logy: value " + t.rows[r][cy].text + " is not positive", ErrorKind::Usage);
+  }
+
+  // Group by (hue, x); hue values and categorical x in first-seen order (numeric hue sorted).
+  std::vector<std::string> hues, xcats;
+  bool numeric_hue = ch >= 0;
+  for (std::size_t r : use) {
+    const std::string h = ch >= 0 ? t.rows[r][ch].text : "";
+    if (ch >= 0 && !t.rows[r][ch].numeric) numeric_hue = false;
+    if (std::find(hues.begin(), hues.end(), h) == hues.end()) hues.push_back(h);
+    const std::string xv = t.rows[r][cx].text;
+    if (std::find(xcats.begin(), xcats.end(), xv) == xcats.end()) xcats.push_back(xv);
+  }
+  if (numeric_hue)
+    std::stable_sort(hues.begin(), hues.end(), [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+  if (!numeric_x && std::all_of(xcats.begin(), xcats.end(), [&](const std::string& s) {
+        char* e;
+        std::strtod(s.c_str(), &e);
+        return *e == '\0' && !s.empty();
+      }))
+    std::stable_sort(xcats.begin(), xcats.end(), [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+
+  struct Agg {
+    double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+    int n = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Agg> groups;  // (hue, x text)
+  std::map<std::string, double> xnum;
+  for (std::size_t r : use) {
+    const std::string h = ch >= 0 ? t.rows[r][ch].text : "";
+    const Cell& x = t.rows[r][cx];
+    const double y = t.rows[r][cy].num;
+    Agg& a = groups[{h, x.text}];
+    a.sum += y;
+    a.n += 1;
+    a.lo = std::min(a.lo, y);
+    a.hi = std::max(a.hi, y);
+    if (numeric_x) xnum[x.text] = x.num;
+  }
+  int max_n = 0;
+  for (const auto& [k, a] : groups) max_n = std::max(max_n, a.n);
+
+  Panel p;
+  p.title = o.y + " vs " + o.x + (ch >= 0 ? " by " + o.hue : "");
+  p.xlabel = o.x;
+  p.ylabel = o.y;
+  p.logx = o.logx && numeric_x;
+  p.logy = o.logy;
+  if (!numeric_x) p.categories = xcats;
+  std::vector<std::string> notes;
+  if (max_n > 1) notes.push_back("mean over the other axes (up to " + std::to_string(max_n) + " points), " + (numeric_x ? "band" : "whisker") + " min-max");
+  if (skipped) notes.push_back(std::to_string(skipped) + " without " + o.y);
+  p.note = join(notes, "; ");
+  for (std::size_t hi_ = 0; hi_ < hues.size(); ++hi_) {
+    const std::string& h = hues[hi_];
+    Series s;
+    s.label = ch >= 0 ? o.hue + "=" + h : (hues.size() == 1 ? o.y : "");
+    s.color = static_cast<int>(hi_);
+    if (numeric_x) {
+      std::vector<std::pair<double, std::string>> xs;
+      for (const auto& [k, a] : groups)
+        if (k.first == h) xs.push_back({xnum[k.second], k.second});
+      std::sort(xs.begin(), xs.end());
+      for (const auto& [xv, key] : xs) {
+        const Agg& a = groups[{h, key}];
+        s.x.push_back(xv);
+        s.y.push_back(a.sum / a.n);
+        s.lo.push_back(a.lo);
+        s.hi.push_back(a.hi);
+      }
+      s.markers = true;
+    } else {
+      for (const auto& xc : xcats) {
+        auto it = groups.find({h, xc});
+        s.y.push_back(it == groups.end() ? kNaN : it->second.sum / it->second.n);
+        s.lo.push_back(it == groups.end() ? kNaN : it->second.lo);
+        s.hi.push_back(it == groups.end() ? kNaN : it->second.hi);
+      }
+    }
+    if (max_n <= 1) {
+      s.lo.clear();
+      s.hi.clear();
+    }
+    p.series.push_back(std::move(s));
+  }
+  if (ch < 0 && hues.size() == 1) p.legend = LegendPos::None;
+  Figure f;
+  f.title = o.title;  // one panel: its own title says what it shows
+  f.panels.push_back(std::move(p));
+  validate(f, t.path);
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Figure metrics_figure(const MetricsRun& r, const MetricsOptions& o) {
+  std::vector<std::string> names = o.metrics;
+  auto has = [&](const std::string& m) {
+    return r.train.fields.count(m) || (r.eval && (r.eval->fields.count(m) || r.eval->fields.count("eval_" + m)));
+  };
+  if (names.empty()) {
+    for (const char* m : {"loss", "lr", "grad_norm"})
+      if (has(m)) names.push_back(m);
+    if (names.empty())
+      for (const auto& [k, v] : r.train.fields)
+        if (names.size() < 4) names.push_back(k);
+  }
+  for (const auto& m : names)
+    if (!has(m)) {
+      std::vector<std::string> have;
+      for (const auto& [k, v] : r.train.fields) have.push_back(k);
+      throw Error(r.train.path, m, "no such numeric field (fields: " + join(have, ", ") + ")", ErrorKind::Usage);
+    }
+  if (names.empty()) throw Error(r.train.path, "", "no numeric fields besides step");
+  Figure f;
+  f.title = o.title.empty() ? "Training metrics: " + fs::path(r.dir).filename().string() : o.title;
+  f.columns = std::min<int>(3, static_cast<int>(names.size()));
+  for (const auto& m : names) {
+    Panel p;
+    p.title = m;
+    p.xlabel = "step";
+    p.ylabel = m;
+    p.logy = o.logy;
+    if (auto it = r.train.fields.find(m); it != r.train.fields.end()) {
+      Series s{"train", r.train.step, it->second, {}, {}, 0};
+      if (o.smooth > 1) {
+        Series sm{"train, mean of " + std::to_string(o.smooth), r.train.step, moving_average(it->second, o.smooth), {}, {}, 0};
+        s.color = 5;  // the raw curve in the lighter blue under its average
+        p.series.push_back(std::move(s));
+        p.series.push_back(std::move(sm));
+      } else {
+        p.series.push_back(std::move(s));
+      }
+    }
+    if (r.eval) {
+      auto it = r.eval->fields.find(m);
+      if (it == r.eval->fields.end()) it = r.eval->fields.find("eval_" + m);
+      if (it != r.eval->fields.end()) {
+        Series s{"eval", r.eval->step, it->second, {}, {}, 1};
+        s.markers = r.eval->step.size() <= 60;
+        p.series.push_back(std::move(s));
+      }
+    }
+    if (p.series.size() == 1 && p.series[0].label == "train") p.legend = LegendPos::None;
+    f.panels.push_back(std::move(p));
+  }
+  validate(f, r.train.path);
+  return f;
+}
+
+}  // namespace mtt::plot
