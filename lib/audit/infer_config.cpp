@@ -23,6 +23,10 @@ int64_t feedforward_for_hidden(int64_t dim, int64_t hid) {
   return f;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 struct Keys {
   const io::Checkpoint& ck;
   bool has(const std::string& k) const { return ck.contains(k); }
@@ -101,13 +105,12 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
       max_dep_layer = std::max(max_dep_layer, std::stoi(m[1].str()));
     }
     if (k.find("self_attn.in_proj_weight") != std::string::npos) fused = true;
-    if (k.size() > 11 && k.compare(k.size() - 11, 11, "norm1.alpha") == 0) saw_rms = true;
-    if (k.size() > 11 && k.compare(k.size() - 11, 11, "norm1.bias") == 0) layer_norm = true;
-    if (k.size() > 14 && k.compare(k.size() - 14, 14, ".lora_A.weight") == 0) lora_rank = K.dim(k, 0);
+    if (ends_with(k, "norm1.alpha")) saw_rms = true;
+    if (ends_with(k, "norm1.bias")) layer_norm = true;
+    if (ends_with(k, ".lora_A.weight")) lora_rank = K.dim(k, 0);
     if (k.rfind("emb.", 0) == 0) ++n_q;
     if (k.rfind("depformer_in.", 0) == 0 && k.find("lora_") == std::string::npos) ++dep_in;
-    if (k.rfind("depformer_emb.", 0) == 0 && k.size() > 7 && k.compare(k.size() - 7, 7, ".weight") == 0 &&
-        k.find("low_rank") == std::string::npos)
+    if (k.rfind("depformer_emb.", 0) == 0 && ends_with(k, ".weight") && k.find("low_rank") == std::string::npos)
       ++dep_emb;
     if (k.rfind("linears.", 0) == 0 && k.find("lora_") == std::string::npos) ++linears;
   }
@@ -121,17 +124,20 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
   c.ttt.lora_rank = static_cast<int>(lora_rank);
   if (lora_rank) note("LoRA rank " + std::to_string(lora_rank) + " from *.lora_A.weight");
 
+  const std::string tp = "transformer.";
   // Width: embeddings, else any layer tensor whose last dim is D.
-  auto first_with = [&](const std::string& suffix) -> std::string {
+  auto first_with = [&](const std::string& suffix, const std::string& prefix = "") -> std::string {
     for (const auto& k : ck.keys())
-      if (k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0) return k;
+      if (k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+          k.rfind(prefix, 0) == 0)
+        return k;
     return {};
   };
   if (r.has_lm) {
     c.dim = K.dim("text_emb.weight", 1);
     c.text_card = K.dim("text_emb.weight", 0) - 1;
     note("dim " + std::to_string(c.dim) + ", text_card " + std::to_string(c.text_card) + " from text_emb.weight");
-  } else if (auto k = first_with("norm1.alpha"); !k.empty()) {
+  } else if (auto k = first_with("norm1.alpha", tp); !k.empty()) {
     c.dim = K.dim(k, 2);
     note("dim " + std::to_string(c.dim) + " from " + k);
   } else if (auto k2 = first_with("ttt.wq.weight"); !k2.empty()) {
@@ -143,6 +149,9 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
   } else if (auto k4 = first_with("target_generator.conv1d.conv.weight"); !k4.empty()) {
     c.dim = K.dim(k4, 0);
     note("dim " + std::to_string(c.dim) + " from " + k4);
+  } else if (auto k5 = first_with("ssm_gating.gating_alpha"); !k5.empty()) {
+    c.dim = K.dim(k5, 0);
+    note("dim " + std::to_string(c.dim) + " from " + k5);
   } else {
     throw Error(path, "", "cannot infer the model width: no embedding, norm or TTT projection key");
   }
@@ -156,16 +165,16 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
   if (ck.contains("text_linear.weight")) c.text_card = K.dim("text_linear.weight", 0);
 
   // FFN width from any Moshi layer.
-  if (auto k = first_with("gating.linear_in.weight"); !k.empty() && k.rfind("transformer.", 0) == 0) {
+  if (auto k = first_with("gating.linear_in.weight", tp); !k.empty()) {
     c.gating = true;
     c.dim_feedforward = feedforward_for_hidden(c.dim, K.dim(k, 0) / 2);
-  } else if (auto k1 = first_with("gating.linear_in.frozen_W.weight"); !k1.empty() && k1.rfind("transformer.", 0) == 0) {
+  } else if (auto k1 = first_with("gating.linear_in.frozen_W.weight", tp); !k1.empty()) {
     c.gating = true;
     c.dim_feedforward = feedforward_for_hidden(c.dim, K.dim(k1, 0) / 2);
-  } else if (auto k2 = first_with("gating.w_down"); !k2.empty()) {
+  } else if (auto k2 = first_with("gating.w_down", tp); !k2.empty()) {
     c.gating = true;
     c.dim_feedforward = feedforward_for_hidden(c.dim, K.dim(k2, 1));
-  } else if (auto k3 = first_with(".linear1.weight"); !k3.empty() && k3.rfind("transformer.", 0) == 0) {
+  } else if (auto k3 = first_with(".linear1.weight", tp); !k3.empty()) {
     c.gating = false;
     c.dim_feedforward = K.dim(k3, 0);
   }
@@ -173,7 +182,7 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
   // Depformer.
   c.dep_q = linears;
   if (linears > 0 || dep_in > 0) {
-    c.depformer_multi_linear = dep_in > 1;
+    c.depformer_multi_linear = dep_in > 1;  // (a single depformer_in cannot tell; both declare one key)
     const std::string din = ck.contains("depformer_in.0.weight") ? "depformer_in.0.weight" : "depformer_in.0.frozen_W.weight";
     if (ck.contains(din)) c.depformer_dim = K.dim(din, 0);
     c.depformer_num_layers = max_dep_layer + 1;
@@ -187,10 +196,19 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
       ++steps;
     if (steps == 0 && ck.contains("depformer.layers.0.self_attn.in_proj_weight"))
       steps = K.dim("depformer.layers.0.self_attn.in_proj_weight", 0) / (3 * c.depformer_dim);
+    if (steps == 0 && ck.contains("depformer.layers.0.self_attn.in_projs.0.weight")) {
+      while (ck.contains("depformer.layers.0.self_attn.in_projs." + std::to_string(steps) + ".weight")) ++steps;
+    }
     c.depformer_weights_per_step = steps;
-    const std::string g = steps > 0 ? "depformer.layers.0.gating.0." : "depformer.layers.0.gating.";
-    if (ck.contains(g + "linear_in.weight"))
+    const std::string g = ck.contains("depformer.layers.0.gating.0.linear_in.weight") ? "depformer.layers.0.gating.0."
+                                                                                       : "depformer.layers.0.gating.";
+    if (ck.contains(g + "linear_in.weight")) {
+      c.depformer_gating = 1;
       c.depformer_dim_feedforward = feedforward_for_hidden(c.depformer_dim, K.dim(g + "linear_in.weight", 0) / 2);
+    } else if (ck.contains("depformer.layers.0.linear1.weight")) {
+      c.depformer_gating = 0;
+      c.depformer_dim_feedforward = K.dim("depformer.layers.0.linear1.weight", 0);
+    }
     c.depformer_num_heads = std::max<int64_t>(1, c.depformer_dim / 64);
     if (c.depformer_dim % c.depformer_num_heads) c.depformer_num_heads = 1;
     note("depformer: dim " + std::to_string(c.depformer_dim) + ", " + std::to_string(c.depformer_num_layers) +

@@ -86,8 +86,9 @@ class Builder {
 
   // Moshi FFN: gated (linear_in [2*hid, D], linear_out [D, hid]) or plain (linear1, linear2).
   // Returns the first declared index so callers can adjust consumption.
-  void ffn(const std::string& p, int64_t dim, int64_t dff, int64_t hid, const std::string& module, int layer) {
-    if (c_.gating) {
+  void ffn(const std::string& p, int64_t dim, int64_t dff, int64_t hid, const std::string& module, int layer,
+           bool gated) {
+    if (gated) {
       linear(p + "linear_in", 2 * hid, dim, module, layer);
       linear(p + "linear_out", dim, hid, module, layer);
     } else {
@@ -101,7 +102,8 @@ class Builder {
     norm(p + "norm1", c_.dim, "transformer.norm", layer);
     attention(p, c_.dim, 1, "transformer.attn", layer);
     norm(p + "norm2", c_.dim, "transformer.norm", layer);
-    ffn(c_.gating ? p + "gating." : p, c_.dim, c_.dim_feedforward, c_.ffn_hidden(), "transformer.ffn", layer);
+    ffn(c_.gating ? p + "gating." : p, c_.dim, c_.dim_feedforward, c_.ffn_hidden(), "transformer.ffn", layer,
+        c_.gating);
   }
 
   // Fork hybrid layer (checkpoint-keys.md §1.1-1.3): the Moshi layer under original_layer.*, the
@@ -275,6 +277,11 @@ int64_t SchemaConfig::gating_hidden(int64_t dim, int64_t dim_feedforward) {
   return 2 * dim_feedforward / 3;
 }
 
+int64_t SchemaConfig::depformer_num_in() const {
+  if (!depformer_multi_linear) return 1;
+  return depformer_weights_per_step >= 1 ? depformer_weights_per_step : dep_q;
+}
+
 bool SchemaConfig::is_ttt_layer(int layer) const {
   return ttt.variant != TTTVariant::none && std::find(ttt.layers.begin(), ttt.layers.end(), layer) != ttt.layers.end();
 }
@@ -385,6 +392,7 @@ std::string schema_config_to_json(const SchemaConfig& c) {
                       {"depformer_dim_feedforward", c.depformer_dim_feedforward},
                       {"depformer_weights_per_step", c.depformer_weights_per_step},
                       {"depformer_multi_linear", c.depformer_multi_linear},
+                      {"depformer_gating", c.depformer_gating},
                       {"depformer_low_rank_embeddings", c.depformer_low_rank_embeddings},
                       {"fused_attention_names", c.fused_attention_names},
                       {"ttt", t}};
@@ -414,6 +422,7 @@ SchemaConfig schema_config_from_json(const std::string& text, const std::string&
     get(j, "depformer_dim_feedforward", c.depformer_dim_feedforward);
     get(j, "depformer_weights_per_step", c.depformer_weights_per_step);
     get(j, "depformer_multi_linear", c.depformer_multi_linear);
+    get(j, "depformer_gating", c.depformer_gating);
     get(j, "depformer_low_rank_embeddings", c.depformer_low_rank_embeddings);
     get(j, "fused_attention_names", c.fused_attention_names);
     if (j.contains("ttt")) {
@@ -483,7 +492,7 @@ ModelSchema declare_parameters(const SchemaConfig& c) {
     const int64_t dd = c.depformer_dim;
     if (dd <= 0 || c.depformer_num_heads <= 0 || dd % c.depformer_num_heads != 0)
       throw usage("depformer_dim", "must be a positive multiple of depformer_num_heads");
-    const int64_t n_in = c.depformer_multi_linear ? c.dep_q : 1;
+    const int64_t n_in = c.depformer_num_in();
     for (int64_t k = 0; k < n_in; ++k) b.linear("depformer_in." + std::to_string(k), dd, D, "depformer_in", -1);
     auto emb = [&](const std::string& base, int64_t rows) {
       if (c.depformer_low_rank_embeddings > 0) {
@@ -503,10 +512,11 @@ ModelSchema declare_parameters(const SchemaConfig& c) {
       b.norm(p + "norm1", dd, "depformer.norm", -1);
       b.attention(p, dd, mult, "depformer.attn", -1);
       b.norm(p + "norm2", dd, "depformer.norm", -1);
+      const bool gated = c.depformer_gated();
       for (int64_t k = 0; k < mult; ++k) {
-        const std::string g = c.gating ? (mult > 1 ? p + "gating." + std::to_string(k) + "." : p + "gating.") : p;
-        b.ffn(g, dd, c.depformer_dim_feedforward, dhid, "depformer.ffn", -1);
-        if (!c.gating) break;  // plain FFN is not replicated per step
+        const std::string g = gated ? (mult > 1 ? p + "gating." + std::to_string(k) + "." : p + "gating.") : p;
+        b.ffn(g, dd, c.depformer_dim_feedforward, dhid, "depformer.ffn", -1, gated);
+        if (!gated) break;  // the plain FFN is not replicated per step
       }
     }
     for (int64_t k = 0; k < c.dep_q; ++k) b.linear("linears." + std::to_string(k), c.card, dd, "depformer.linears", -1);

@@ -99,8 +99,12 @@ struct SchemaConfig {
   int64_t depformer_num_heads = 16;
   int64_t depformer_num_layers = 6;
   int64_t depformer_dim_feedforward = 4224;
-  int64_t depformer_weights_per_step = 8;  // number of per-step weight sets (0/1 = shared)
-  bool depformer_multi_linear = true;
+  int64_t depformer_weights_per_step = 8;  // number of per-step weight sets (0/1 = shared); with a
+                                           // schedule: max(schedule) + 1
+  bool depformer_multi_linear = true;      // depformer_in.{k}: weight sets (or dep_q) linears, else 1 (lm.py:172-185)
+  // Depformer FFN: -1 = same as `gating`, 0 = plain linear1/linear2, 1 = gated (depformer_gating,
+  // e.g. upstream test_lm: plain main FFN, SiLU-gated depformer).
+  int depformer_gating = -1;
   int64_t depformer_low_rank_embeddings = 0;  // 0 = plain embeddings
   // Stored attention weight form (moshi.md §4.1): legacy fused `in_proj_weight`/`out_proj.weight`
   // (depformer stacked over steps) or the module form `in_projs.{k}.weight`/`out_projs.{k}.weight`.
@@ -113,6 +117,8 @@ struct SchemaConfig {
   int64_t ffn_hidden() const { return gating_hidden(dim, dim_feedforward); }
   int64_t depformer_ffn_hidden() const { return gating_hidden(depformer_dim, depformer_dim_feedforward); }
   bool is_ttt_layer(int layer) const;
+  bool depformer_gated() const { return depformer_gating < 0 ? gating : depformer_gating != 0; }
+  int64_t depformer_num_in() const;
 
   static SchemaConfig moshiko_7b();   // moshi.md §1
   // The tiny built-in Moshi-TTT model (moshi.md §7 sizes, 4 layers, TTT on the middle ones).
