@@ -34,4 +34,30 @@ std::string cuda_status() {
   return "built with CUDA kernels; " + std::to_string(n) + " device(s)";
 }
 
+bool cuda_set_device(int index) {
+#ifdef MTT_HAVE_CUDA
+  return cudaSetDevice(index) == cudaSuccess;
+#else
+  (void)index;
+  return false;
+#endif
+}
+
+bool cuda_synchronize() {
+#ifdef MTT_HAVE_CUDA
+  return cudaDeviceSynchronize() == cudaSuccess;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_last_error() {
+#ifdef MTT_HAVE_CUDA
+  cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? std::string() : std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+#else
+  return {};
+#endif
+}
+
 }  // namespace mtt::kernels

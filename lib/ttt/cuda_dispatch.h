@@ -8,8 +8,9 @@
 // time (and register_cuda_scan_backend() does it explicitly, idempotently). The backend returns
 // std::nullopt - and the LibTorch reference path runs - whenever kernel_unsupported_reason() is
 // non-empty: no CUDA build or device, tensors not on CUDA, dtype not fp32/bf16, depth not 1 or 2,
-// head dim > 128, mini-batch > 64, an expansion other than 4, or autograd needing the graph (the
-// backward kernels are exposed below but not yet wired into autograd).
+// head dim > 128, mini-batch > 64, hidden width not a multiple of 4 or above 512, or autograd
+// needing the graph of a TTT-MLP scan (the TTT-Linear scan runs as one autograd node whose backward
+// is the backward kernel; the TTT-MLP backward kernel does not exist yet).
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -37,7 +38,9 @@ std::string kernel_unsupported_reason(const ScanInputs& in, const std::vector<at
                                       KernelImpl impl = KernelImpl::cuda);
 
 // Runs the scan with `impl` after checking support; std::nullopt when unsupported. Outputs are in
-// the inputs' dtype (XQW) and fp32 (states, losses), on the inputs' device. No autograd graph.
+// the inputs' dtype (XQW) and fp32 (states, losses), on the inputs' device. When grad mode is on and
+// an input requires grad (TTT-Linear only), XQW and the final state carry an autograd node whose
+// backward runs kernel_scan_backward.
 std::optional<ScanOutputs> kernel_scan(const ScanInputs& in, const std::vector<at::Tensor>& weights,
                                        const std::vector<at::Tensor>& biases,
                                        KernelImpl impl = KernelImpl::cuda);

@@ -1,0 +1,9 @@
+// TTT-MLP forward scan kernel (depth 2). The algorithm is kernels/ttt_scan_algo.h.
+#include "kernels/ttt_mlp_scan.h"
+#include "kernels/ttt_scan_cuda.cuh"
+
+namespace mtt::kernels {
+KernelStatus ttt_mlp_scan_forward(const TTTScanParams& p, void* stream) {
+  return cuda_impl::launch_forward<2>(p, stream);
+}
+}  // namespace mtt::kernels
