@@ -239,6 +239,8 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   if (o.x.empty() || o.y.empty()) throw Error(t.path, "", "--x and --y are required", ErrorKind::Usage);
   const int cx = col(o.x, "--x"), cy = col(o.y, "--y");
   const int ch = o.hue.empty() ? -1 : col(o.hue, "--hue");
+  // Axis values as labels; a null axis value (e.g. "no forced alpha") is its own category.
+  auto label = [](const Cell& c) { return c.null ? std::string("none") : c.text; };
   auto where = [&](std::size_t r) {
     return t.lines[r] > 0 ? "line " + std::to_string(t.lines[r]) : "rows[" + std::to_string(r) + "]";
   };
@@ -254,8 +256,7 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
     }
     if (!y.numeric) throw Error(t.path, where(r) + " " + o.y, "'" + y.text + "' is not a number");
     const Cell& x = t.rows[r][cx];
-    if (x.null) throw Error(t.path, where(r) + " " + o.x, "empty axis value");
-    if (!x.numeric) numeric_x = false;
+    if (!x.numeric) numeric_x = false;  // text, or null (an axis choice like force_alpha: null)
     use.push_back(r);
   }
   if (use.empty()) throw Error(t.path, o.y, "no numeric values for this metric in any row");
@@ -270,20 +271,24 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   std::vector<std::string> hues, xcats;
   bool numeric_hue = ch >= 0;
   for (std::size_t r : use) {
-    const std::string h = ch >= 0 ? t.rows[r][ch].text : "";
+    const std::string h = ch >= 0 ? label(t.rows[r][ch]) : "";
     if (ch >= 0 && !t.rows[r][ch].numeric) numeric_hue = false;
     if (std::find(hues.begin(), hues.end(), h) == hues.end()) hues.push_back(h);
-    const std::string xv = t.rows[r][cx].text;
+    const std::string xv = label(t.rows[r][cx]);
     if (std::find(xcats.begin(), xcats.end(), xv) == xcats.end()) xcats.push_back(xv);
   }
   if (numeric_hue)
     std::stable_sort(hues.begin(), hues.end(), [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+  // Categories that are numbers (and "none") in numeric order, "none" first.
   if (!numeric_x && std::all_of(xcats.begin(), xcats.end(), [&](const std::string& s) {
         char* e;
         std::strtod(s.c_str(), &e);
-        return *e == '\0' && !s.empty();
+        return s == "none" || (*e == '\0' && !s.empty());
       }))
-    std::stable_sort(xcats.begin(), xcats.end(), [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
+    std::stable_sort(xcats.begin(), xcats.end(), [](const std::string& a, const std::string& b) {
+      if (a == "none" || b == "none") return a == "none" && b != "none";
+      return std::stod(a) < std::stod(b);
+    });
 
   struct Agg {
     double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
@@ -292,10 +297,10 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   std::map<std::pair<std::string, std::string>, Agg> groups;  // (hue, x text)
   std::map<std::string, double> xnum;
   for (std::size_t r : use) {
-    const std::string h = ch >= 0 ? t.rows[r][ch].text : "";
+    const std::string h = ch >= 0 ? label(t.rows[r][ch]) : "";
     const Cell& x = t.rows[r][cx];
     const double y = t.rows[r][cy].num;
-    Agg& a = groups[{h, x.text}];
+    Agg& a = groups[{h, label(x)}];
     a.sum += y;
     a.n += 1;
     a.lo = std::min(a.lo, y);

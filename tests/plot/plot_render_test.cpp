@@ -287,6 +287,25 @@ TEST(PlotRender, SweepBarsForCategoricalAxis) {
   EXPECT_EQ(s.count_text("ttt_base_lr=1.0"), 1);
 }
 
+TEST(PlotRender, SweepNullAxisValueIsACategory) {
+  // The gating experiment's force_alpha: null (trained gate) beside forced values.
+  const auto t = pl::parse_summary_json(
+      R"({"axes":["force_alpha","init"],"metrics":["eval_loss"],"rows":[
+        {"force_alpha":0.5,"init":0.1,"eval_loss":2.0},{"force_alpha":null,"init":0.1,"eval_loss":1.5},
+        {"force_alpha":0.0,"init":0.1,"eval_loss":3.0},{"force_alpha":null,"init":0.3,"eval_loss":1.7}]})",
+      "g.json");
+  const auto f = pl::sweep_figure(t, {"force_alpha", "eval_loss", "init", false, false, false, ""});
+  const auto& p = f.panels[0];
+  EXPECT_EQ(p.categories, (std::vector<std::string>{"none", "0.0", "0.5"}));
+  ASSERT_EQ(p.series.size(), 2u);
+  EXPECT_EQ(p.series[0].label, "init=0.1");
+  EXPECT_EQ(p.series[0].y[0], 1.5);
+  EXPECT_EQ(p.series[0].y[1], 3.0);
+  EXPECT_EQ(p.series[0].y[2], 2.0);
+  EXPECT_EQ(p.series[1].y[0], 1.7);
+  EXPECT_TRUE(std::isnan(p.series[1].y[1]));  // no bar where the grid has no point
+}
+
 TEST(PlotRender, SweepErrors) {
   const auto t = pl::read_summary(fx("sweep/summary.csv"));
   auto err = [&](pl::SweepPlotOptions o) -> std::string {
