@@ -32,12 +32,12 @@ FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$ROOT/lib" -I"$ROOT" -pthread)
 # The header parser and what it uses: core and the safetensors reader (nlohmann is header-only).
-SOURCES=("$ROOT/lib/io/safetensors.cpp" "$ROOT"/lib/core/*.cpp)
+SOURCES=("$ROOT/lib/io/safetensors.cpp" "$ROOT/lib/io/strict_json.cpp" "$ROOT"/lib/core/*.cpp)
 
 build() {  # build <name>: fuzz/<name>.cpp -> $OUT/<name>, only when a source is newer
   local name=$1 bin="$OUT/$1" src="$ROOT/fuzz/$1.cpp" stale=0
   [ -x "$bin" ] || stale=1
-  for f in "$src" "${SOURCES[@]}" "$ROOT"/lib/io/safetensors.h "$ROOT"/lib/core/*.h; do
+  for f in "$src" "${SOURCES[@]}" "$ROOT"/lib/io/safetensors.h "$ROOT"/lib/io/strict_json.h "$ROOT"/lib/core/*.h; do
     [ "$f" -nt "$bin" ] && stale=1
   done
   if [ $stale = 1 ]; then

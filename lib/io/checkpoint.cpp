@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "io/strict_json.h"
 
 namespace mtt::io {
 
@@ -22,28 +23,11 @@ constexpr const char* kRunDirLayout =
     "consolidated.safetensors/lora.safetensors, or a moshi-finetune run dir "
     "(checkpoints/checkpoint_NNNNNN/consolidated/)";
 
-struct DuplicateKey {
-  std::string key;
-};
+std::string read_text(const std::string& path);
 
-// JSON files we read (index.json, config.json) are small; nlohmann silently keeps the last of
-// duplicate keys, which for a weight_map would hide a tensor mapped to two shards.
-json parse_json_strict(const std::string& text, const std::string& file) {
-  std::vector<std::set<std::string>> open;
-  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
-    if (ev == json::parse_event_t::object_start) open.emplace_back();
-    if (ev == json::parse_event_t::object_end) open.pop_back();
-    if (ev == json::parse_event_t::key && !open.back().insert(parsed.get<std::string>()).second)
-      throw DuplicateKey{parsed.get<std::string>()};
-    return true;
-  };
-  try {
-    return json::parse(text, cb);
-  } catch (const DuplicateKey& d) {
-    throw Error(file, d.key, "duplicate key \"" + d.key + "\" in JSON");
-  } catch (const json::exception& e) {
-    throw Error(file, "", std::string("not valid JSON: ") + e.what());
-  }
+json parse_json_file(const std::string& path) {
+  std::string text = read_text(path);
+  return parse_json_strict(text.data(), text.data() + text.size(), path);
 }
 
 std::string read_text(const std::string& path) {
@@ -152,7 +136,7 @@ void Checkpoint::finish() {
 }
 
 void Checkpoint::load_config(const std::string& path) {
-  config_ = parse_json_strict(read_text(path), path);
+  config_ = parse_json_file(path);
   if (!config_.is_object()) throw Error(path, "", "config.json is not a JSON object");
   config_path_ = path;
 }
@@ -168,7 +152,7 @@ Checkpoint Checkpoint::open(const std::string& path, const CheckpointOptions& op
   // A sharded set: the index maps every key to its shard; the shards must agree with it.
   auto open_index = [&c](const fs::path& index_path) {
     const std::string ip = index_path.string();
-    json idx = parse_json_strict(read_text(ip), ip);
+    json idx = parse_json_file(ip);
     if (!idx.is_object()) throw Error(ip, "", "index is not a JSON object");
     auto wm = idx.find("weight_map");
     if (wm == idx.end() || !wm->is_object()) throw Error(ip, "weight_map", "missing or not a JSON object");

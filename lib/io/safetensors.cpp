@@ -9,11 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "io/strict_json.h"
 
 namespace mtt::io {
 
@@ -24,13 +24,6 @@ using json = nlohmann::json;
 // The deepest a valid header nests: root object -> tensor entry -> shape array. A little slack
 // for unknown fields; anything deeper is hostile (and would only cost memory).
 constexpr int kMaxJsonDepth = 16;
-
-// Thrown from inside the JSON parser callback; turned into mtt::Error by parse_header.
-struct DuplicateKey {
-  std::string entry;  // the enclosing tensor entry, empty at the top level
-  std::string key;
-};
-struct TooDeep {};
 
 std::string quoted(const std::string& s) { return "\"" + s + "\""; }
 
@@ -175,54 +168,10 @@ Header parse_header(const uint8_t* bytes, std::size_t available, uint64_t file_s
   if (bad != std::string::npos)
     throw Error(file, "", "header is not valid UTF-8 (byte " + std::to_string(bad) + " of the header)");
   if (h[0] != '{') throw Error(file, "", "header does not start with '{': not a JSON object");
-  // nlohmann's lexer takes a NUL byte for the end of input and would ignore what follows it;
-  // a raw NUL is never valid JSON (the reference rejects NUL padding as trailing characters).
-  if (const void* z = std::memchr(h, 0, n))
-    throw Error(file, "", "header is not valid JSON: NUL byte at header offset " +
-                              std::to_string(static_cast<const uint8_t*>(z) - h));
-
-  // nlohmann::json keeps the last of duplicate keys silently; the reference (serde into a map
-  // with a duplicate check) rejects them, so track the keys of every open object ourselves.
-  std::vector<std::set<std::string>> open_keys;
-  std::string top_key;  // the tensor entry being parsed, to name it in errors
-  int depth = 0;
-  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
-    switch (ev) {
-      case json::parse_event_t::object_start:
-        open_keys.emplace_back();
-        if (++depth > kMaxJsonDepth) throw TooDeep{};
-        break;
-      case json::parse_event_t::array_start:
-        if (++depth > kMaxJsonDepth) throw TooDeep{};
-        break;
-      case json::parse_event_t::object_end:
-        open_keys.pop_back();
-        --depth;
-        break;
-      case json::parse_event_t::array_end: --depth; break;
-      case json::parse_event_t::key: {
-        std::string k = parsed.get<std::string>();
-        if (open_keys.size() == 1) top_key = k;
-        if (!open_keys.back().insert(k).second) throw DuplicateKey{open_keys.size() == 1 ? "" : top_key, k};
-        break;
-      }
-      case json::parse_event_t::value: break;
-    }
-    return true;
-  };
-  json root;
-  try {
-    // Trailing spaces (the writers' padding to a multiple of 8) are whitespace to the parser.
-    root = json::parse(h, h + n, cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const DuplicateKey& d) {
-    if (d.entry.empty()) throw Error(file, d.key, "duplicate key " + quoted(d.key) + " in header");
-    throw Error(file, d.entry, "duplicate key " + quoted(d.key) + " in the entry");
-  } catch (const TooDeep&) {
-    throw Error(file, "", "header is not valid JSON for safetensors: nested deeper than " +
-                              std::to_string(kMaxJsonDepth) + " levels");
-  } catch (const json::exception& e) {
-    throw Error(file, "", std::string("header is not valid JSON: ") + e.what());
-  }
+  // Linear-time parse that rejects duplicate keys (nlohmann alone keeps the last one), NUL
+  // bytes and deep nesting. Trailing spaces (the writers' padding to 8 bytes) are whitespace.
+  json root = parse_json_strict(reinterpret_cast<const char*>(h), reinterpret_cast<const char*>(h) + n, file,
+                                "header", kMaxJsonDepth);
   if (!root.is_object()) throw Error(file, "", "header root is not a JSON object");
 
   Header out;
@@ -279,7 +228,8 @@ Header parse_header(const uint8_t* bytes, std::size_t available, uint64_t file_s
 // ---------------------------------------------------------------------------------------------
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is rejected below as not a regular file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(path, "", std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

@@ -93,7 +93,9 @@ TEST(Safetensors, RoundTripEveryDtypeWithMetadata) {
     EXPECT_EQ(v.dtype(), o.dtype) << o.name;
     EXPECT_EQ(v.shape(), o.shape) << o.name;
     ASSERT_EQ(v.nbytes(), o.bytes.size()) << o.name;
-    EXPECT_EQ(0, std::memcmp(v.data, o.bytes.data(), o.bytes.size())) << o.name;
+    if (!o.bytes.empty()) {
+      EXPECT_EQ(0, std::memcmp(v.data, o.bytes.data(), o.bytes.size())) << o.name;
+    }
   }
   // The file size is exactly 8 + N + sum of tensor bytes (no trailing bytes).
   uint64_t total = 0;
