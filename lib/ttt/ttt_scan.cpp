@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <mutex>
+#include <tuple>
 #include <string>
 #include <utility>
 
@@ -41,10 +42,24 @@ at::Tensor gelu_tanh_bwd(const at::Tensor& z) {
   return 0.5 * z * ((1.0 - t * t) * (kGeluC + kGeluC3 * z * z)) + 0.5 * (1.0 + t);
 }
 
+namespace {
+
+// gelu(z) and gelu'(z) sharing one tanh (c (z + 0.044715 z^3) = c z (1 + 0.044715 z^2)).
+std::pair<at::Tensor, at::Tensor> gelu_and_grad(const at::Tensor& z) {
+  at::Tensor z2 = z * z;
+  at::Tensor t = at::tanh(kGeluC * z * (1.0 + 0.044715 * z2));
+  at::Tensor half_1pt = 0.5 * (1.0 + t);
+  at::Tensor g = z * half_1pt;
+  at::Tensor dg = half_1pt + 0.5 * z * ((1.0 - t * t) * (kGeluC + kGeluC3 * z2));
+  return {g, dg};
+}
+
+}  // namespace
+
 at::Tensor ln_fwd(const at::Tensor& z, const at::Tensor& gamma, const at::Tensor& beta, double eps) {
-  at::Tensor mu = z.mean(-1, true);
-  at::Tensor var = z.var(-1, /*unbiased=*/false, true);
-  at::Tensor zhat = (z - mu) / at::sqrt(var + eps);
+  // Statistics by ATen's fused layer-norm kernel (biased variance, sqrt(var + eps)), affine per head.
+  const int64_t D = z.size(-1);
+  at::Tensor zhat = std::get<0>(at::native_layer_norm(z, {D}, {}, {}, eps));
   return gamma * zhat + beta;
 }
 
@@ -52,13 +67,12 @@ at::Tensor ln_fused_l2_bwd(const at::Tensor& z, const at::Tensor& target, const 
                            const at::Tensor& beta, double eps) {
   // §2 helpers: g = gamma*zhat + beta - t; ghat = gamma*g;
   // dl/dz = (d*ghat - sum ghat - zhat * sum(ghat*zhat)) / (d * sigma).
-  const double D = static_cast<double>(z.size(-1));
-  at::Tensor mu = z.mean(-1, true);
-  at::Tensor var = z.var(-1, false, true);
-  at::Tensor std = at::sqrt(var + eps);
-  at::Tensor zhat = (z - mu) / std;
+  // (native_layer_norm's mean/rstd outputs carry no gradient, so the statistics come from var_mean.)
+  auto [var, mean] = at::var_mean(z, {-1}, /*correction=*/0, /*keepdim=*/true);
+  at::Tensor rstd = at::rsqrt(var + eps);
+  at::Tensor zhat = (z - mean) * rstd;
   at::Tensor ghat = (gamma * zhat + beta - target) * gamma;
-  return (1.0 / D) * (D * ghat - ghat.sum(-1, true) - zhat * (ghat * zhat).sum(-1, true)) / std;
+  return (ghat - ghat.mean(-1, true) - zhat * (ghat * zhat).mean(-1, true)) * rstd;
 }
 
 at::Tensor ln_l2_loss(const at::Tensor& z, const at::Tensor& target, const at::Tensor& gamma,
@@ -88,23 +102,24 @@ StepOutputs ttt_step(const StepInputs& in, const std::vector<at::Tensor>& W, con
   at::Tensor target = in.XV - in.XK;  // §2.1 step 2 (XV arrives as target + XK)
 
   // Keys through the inner model at the mini-batch start weights.
-  std::vector<at::Tensor> X(n), Z(n), G(n);
+  std::vector<at::Tensor> X(n), Z(n), G(n), dact(n);
   at::Tensor h = in.XK;
   for (size_t k = 0; k < n; ++k) {
     X[k] = h;
     Z[k] = at::matmul(h, W[k]) + Bv[k];
-    if (k + 1 < n) h = gelu_tanh(Z[k]);
+    if (k + 1 < n) std::tie(h, dact[k]) = gelu_and_grad(Z[k]);
   }
   // Inner gradients (§2.1 step 3, generalised to depth n).
   G[n - 1] = ln_fused_l2_bwd(Z[n - 1], target, gamma, beta, in.ln_eps);
-  for (size_t k = n - 1; k-- > 0;) G[k] = at::matmul(G[k + 1], W[k + 1].transpose(-1, -2)) * gelu_tanh_bwd(Z[k]);
+  for (size_t k = n - 1; k-- > 0;) G[k] = at::matmul(G[k + 1], W[k + 1].transpose(-1, -2)) * dact[k];
 
   // Queries: Zbar_k = Xbar W - (eta * Xbar X^T) G + b - eta G (§2.1 steps 4-5; eta tril'ed for causal),
   // minus row_factor * (Xbar accW + accB) for tokens of this mini-batch seen in earlier calls (§2.4).
   at::Tensor xb = in.XQ, zb;
   for (size_t k = 0; k < n; ++k) {
+    // (eta * A) G + eta G = (eta * (A + 1)) G: one b x b GEMM instead of two.
     at::Tensor A = at::matmul(xb, X[k].transpose(-1, -2));
-    zb = at::matmul(xb, W[k]) - at::matmul(in.eta * A, G[k]) + Bv[k] - at::matmul(in.eta, G[k]);
+    zb = at::matmul(xb, W[k]) + Bv[k] - at::matmul(in.eta * (A + 1.0), G[k]);
     if (has_acc) zb = zb - in.row_factor * (at::matmul(xb, accW[k]) + accB[k]);
     if (k + 1 < n) xb = gelu_tanh(zb);
   }
