@@ -144,7 +144,8 @@ void Checkpoint::load_config(const std::string& path) {
 Checkpoint Checkpoint::open(const std::string& path, const CheckpointOptions& options) {
   Checkpoint c;
   c.path_ = path;
-  fs::path p(path);
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();  // "run/" -> "run"
   std::error_code ec;
   auto st = fs::status(p, ec);
   if (ec || !fs::exists(st)) throw Error(path, "", "no such file or directory");
@@ -234,7 +235,6 @@ Checkpoint Checkpoint::open(const std::string& path, const CheckpointOptions& op
     } else if (is_dir(p / "consolidated")) {  // one checkpoint_NNNNNN folder
       c.kind_ = CheckpointKind::RunDir;
       c.step_ = step_of(fs::absolute(p).lexically_normal().filename().string());
-      if (!c.step_) c.step_ = step_of(fs::absolute(p).lexically_normal().parent_path().filename().string());
       if (options.step && c.step_ && *options.step != *c.step_)
         throw Error(path, "", "is the checkpoint of step " + std::to_string(*c.step_) + ", not the requested " +
                                   std::to_string(*options.step));

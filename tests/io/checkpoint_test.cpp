@@ -173,7 +173,9 @@ TEST(Checkpoint, RunDirSubfoldersAndParts) {
   auto one = Checkpoint::open((run / "checkpoints/checkpoint_000005").string());
   EXPECT_EQ(one.step(), 5);
   EXPECT_EQ(first_value(one.get("out.weight")), 5.0f);
-  auto cons = Checkpoint::open((run / "checkpoints/checkpoint_000005/consolidated").string());
+  EXPECT_EQ(Checkpoint::open((run / "checkpoints/checkpoint_000005/").string()).step(), 5) << "trailing slash";
+  EXPECT_EQ(Checkpoint::open(run.string() + "/").step(), 7);
+  auto cons = Checkpoint::open((run / "checkpoints/checkpoint_000005/consolidated/").string());
   EXPECT_EQ(cons.kind(), CheckpointKind::ConsolidatedDir);
   EXPECT_EQ(cons.size(), 4u);
   EXPECT_EQ(cons.config()["dim"], 64);

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <random>
 
+#include <sys/stat.h>
+
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "st_helpers.h"
@@ -138,6 +140,19 @@ TEST(Safetensors, MissingTensorNamesFileAndKey) {
     EXPECT_EQ(e.file(), path);
     EXPECT_EQ(e.key(), "nope");
   }
+}
+
+TEST(Safetensors, NonRegularFilesAreRejectedWithoutBlocking) {
+  test::TempDir dir;
+  auto fifo = (dir / "pipe.safetensors").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    SafetensorsFile::open(fifo);  // would block forever in open(2) without O_NONBLOCK
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(SafetensorsFile::open(dir.path().string()), Error);
 }
 
 TEST(Safetensors, FailedWriteLeavesExistingFileUntouched) {
