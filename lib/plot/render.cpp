@@ -386,11 +386,11 @@ void draw_panel(const Panel& pn, const Box& vp, const Ctx& c, double page_w_mm, 
   if (!pn.ylabel.empty()) plmtex("l", 4.2, 0.5, 0.5, esc(pn.ylabel).c_str());
   if (!pn.note.empty()) {
     plschr(st.char_height_mm, st.text_scale * 0.9);
-    plmtex("t", 0.6, 0.5, 0.5, esc(pn.note).c_str());
+    plmtex("t", 0.9, 0.5, 0.5, esc(pn.note).c_str());
   }
   if (!pn.title.empty()) {
     plschr(st.char_height_mm, st.title_scale);
-    plmtex("t", pn.note.empty() ? 1.0 : 2.1, 0.5, 0.5, esc(pn.title).c_str());
+    plmtex("t", pn.note.empty() ? 1.0 : 2.3, 0.5, 0.5, esc(pn.title).c_str());
   }
 
   // Legend.
@@ -553,7 +553,7 @@ void render(const Figure& fig, const std::string& path, const Style& st) {
       const int r = p / cols, cidx = p % cols;
       const double cx0 = cidx * cell_w, cy1 = top - r * cell_h;
       const double ml = 78.0 / W, mr = 18.0 / W, mb = (pn.categories.empty() ? 58.0 : 70.0) / H,
-                   mt = (pn.note.empty() ? 38.0 : 54.0) / H;
+                   mt = (pn.note.empty() ? 38.0 : 58.0) / H;
       Box vp{cx0 + ml, cx0 + cell_w - mr, cy1 - cell_h + mb, cy1 - mt};
       draw_panel(pn, vp, Ctx{st, npal}, page_w_mm, page_h_mm);
     }
