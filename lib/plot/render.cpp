@@ -252,6 +252,64 @@ void draw_panel(const Panel& pn, const Box& vp, const Ctx& c, double page_w_mm, 
     pad_range(ylo, yhi, 0.05);
   }
 
+  // Legend corner, chosen before the window is set: when every corner would cover data, the
+  // y range grows so the legend fits above the data in the top right.
+  std::vector<std::string> ltexts;
+  for (const auto& s : pn.series)
+    if (!s.label.empty()) ltexts.push_back(esc(s.label));
+  LegendPos where = pn.legend;
+  std::size_t best = 0;
+  double lh_f_est = 0;
+  if (where == LegendPos::Auto && !ltexts.empty()) {
+    // Estimated legend box in viewport fractions; pick the corner covering the fewest drawn
+    // points (lines, band edges), top right first on ties.
+    std::size_t chars = 0;
+    for (const auto& t : ltexts) chars = std::max(chars, t.size());
+    const double px_per_mm = 72.0 / 25.4;
+    const double ch_px = st.char_height_mm * st.text_scale * px_per_mm;
+    const double vw_px = (vp.x1 - vp.x0) * page_w_mm * px_per_mm, vh_px = (vp.y1 - vp.y0) * page_h_mm * px_per_mm;
+    const double lw_f = std::min(1.0, (0.07 * vw_px + ch_px * (1.6 + 0.62 * static_cast<double>(chars))) / vw_px + 0.03);
+    const double lh_f = std::min(1.0, (ch_px * (1.8 * static_cast<double>(ltexts.size()) + 1.0)) / vh_px + 0.04);
+    const LegendPos order[] = {LegendPos::TopRight, LegendPos::TopLeft, LegendPos::BottomRight, LegendPos::BottomLeft};
+    best = std::numeric_limits<std::size_t>::max();
+    lh_f_est = lh_f;
+    for (LegendPos cand : order) {
+      const bool right = cand == LegendPos::TopRight || cand == LegendPos::BottomRight;
+      const bool topc = cand == LegendPos::TopRight || cand == LegendPos::TopLeft;
+      std::size_t hits = 0;
+      auto count = [&](double x, double y) {
+        if (!ok(x, logx) || !ok(y, pn.logy)) return;
+        const double fx = (tx(x, logx) - xlo) / (xhi - xlo), fy = (tx(y, pn.logy) - ylo) / (yhi - ylo);
+        const bool inx = right ? fx >= 1 - lw_f : fx <= lw_f;
+        const bool iny = topc ? fy >= 1 - lh_f : fy <= lh_f;
+        hits += inx && iny;
+      };
+      for (const auto& s : pn.series) {
+        if (bars) {
+          for (std::size_t i = 0; i < s.y.size(); ++i)
+            if (ok(s.y[i], pn.logy))  // a bar covers everything below its top
+              for (double f = 0; f <= 1.0; f += 0.1) count(static_cast<double>(i), pn.logy ? std::pow(10, ylo + f * (tx(s.y[i], true) - ylo)) : f * s.y[i]);
+          continue;
+        }
+        for (std::size_t i = 0; i < s.x.size(); ++i) {
+          count(s.x[i], s.y[i]);
+          if (!s.lo.empty()) {
+            count(s.x[i], s.lo[i]);
+            count(s.x[i], s.hi[i]);
+          }
+        }
+      }
+      if (hits < best) {
+        best = hits;
+        where = cand;
+      }
+    }
+  }
+  if (pn.legend == LegendPos::Auto && !ltexts.empty() && best > 0 && !pn.fixed_y) {
+    yhi = ylo + (yhi - ylo) / (1 - std::min(0.6, lh_f_est));
+    where = LegendPos::TopRight;
+  }
+
   plvpor(vp.x0, vp.x1, vp.y0, vp.y1);
   plwind(xlo, xhi, ylo, yhi);
 
@@ -420,51 +478,6 @@ void draw_panel(const Panel& pn, const Box& vp, const Ctx& c, double page_w_mm, 
   if (pn.legend != LegendPos::None && !texts.empty()) {
     for (const auto& t : texts) text_ptrs.push_back(t.c_str());
     PLINT pos = PL_POSITION_INSIDE;
-    LegendPos where = pn.legend;
-    if (where == LegendPos::Auto) {
-      // Estimated legend box in viewport fractions; pick the corner covering the fewest drawn
-      // points (lines, band edges), top right first on ties.
-      std::size_t chars = 0;
-      for (const auto& t : texts) chars = std::max(chars, t.size());
-      const double px_per_mm = 72.0 / 25.4;
-      const double ch_px = st.char_height_mm * st.text_scale * px_per_mm;
-      const double vw_px = (vp.x1 - vp.x0) * page_w_mm * px_per_mm, vh_px = (vp.y1 - vp.y0) * page_h_mm * px_per_mm;
-      const double lw_f = std::min(1.0, (0.07 * vw_px + ch_px * (1.6 + 0.62 * static_cast<double>(chars))) / vw_px + 0.03);
-      const double lh_f = std::min(1.0, (ch_px * (1.8 * static_cast<double>(texts.size()) + 1.0)) / vh_px + 0.04);
-      const LegendPos order[] = {LegendPos::TopRight, LegendPos::TopLeft, LegendPos::BottomRight, LegendPos::BottomLeft};
-      std::size_t best = std::numeric_limits<std::size_t>::max();
-      for (LegendPos cand : order) {
-        const bool right = cand == LegendPos::TopRight || cand == LegendPos::BottomRight;
-        const bool topc = cand == LegendPos::TopRight || cand == LegendPos::TopLeft;
-        std::size_t hits = 0;
-        auto count = [&](double x, double y) {
-          if (!ok(x, logx) || !ok(y, pn.logy)) return;
-          const double fx = (tx(x, logx) - xlo) / (xhi - xlo), fy = (tx(y, pn.logy) - ylo) / (yhi - ylo);
-          const bool inx = right ? fx >= 1 - lw_f : fx <= lw_f;
-          const bool iny = topc ? fy >= 1 - lh_f : fy <= lh_f;
-          hits += inx && iny;
-        };
-        for (const auto& s : pn.series) {
-          if (bars) {
-            for (std::size_t i = 0; i < s.y.size(); ++i)
-              if (ok(s.y[i], pn.logy))  // a bar covers everything below its top
-                for (double f = 0; f <= 1.0; f += 0.1) count(static_cast<double>(i), pn.logy ? std::pow(10, ylo + f * (tx(s.y[i], true) - ylo)) : f * s.y[i]);
-            continue;
-          }
-          for (std::size_t i = 0; i < s.x.size(); ++i) {
-            count(s.x[i], s.y[i]);
-            if (!s.lo.empty()) {
-              count(s.x[i], s.lo[i]);
-              count(s.x[i], s.hi[i]);
-            }
-          }
-        }
-        if (hits < best) {
-          best = hits;
-          where = cand;
-        }
-      }
-    }
     switch (where) {
       case LegendPos::TopRight: pos |= PL_POSITION_TOP | PL_POSITION_RIGHT; break;
       case LegendPos::TopLeft: pos |= PL_POSITION_TOP | PL_POSITION_LEFT; break;
