@@ -48,12 +48,13 @@ struct StreamResult {
   at::Tensor codes, audio;
 };
 
+// Streams x through the encoder (when defined) and codes_to_decode through the decoder.
 StreamResult stream(const MimiModel& m, const at::Tensor& x, KvMode mode, int64_t frames_per_call,
                     const at::Tensor& codes_to_decode) {
   mtt::mimi::StreamOptions o;
   o.kv_mode = mode;
   MimiStreamer s(m, o);
-  const int64_t fs = m.frame_size(), F = x.size(-1) / fs;
+  const int64_t fs = m.frame_size(), F = x.defined() ? x.size(-1) / fs : 0;
   std::vector<at::Tensor> c, y;
   for (int64_t f = 0; f < F; f += frames_per_call) {
     int64_t n = std::min(frames_per_call, F - f);
@@ -63,7 +64,7 @@ StreamResult stream(const MimiModel& m, const at::Tensor& x, KvMode mode, int64_
     int64_t n = std::min(frames_per_call, codes_to_decode.size(-1) - f);
     y.push_back(s.decode_step(codes_to_decode.narrow(-1, f, n)));
   }
-  return {at::cat(c, -1), at::cat(y, -1)};
+  return {c.empty() ? at::Tensor() : at::cat(c, -1), at::cat(y, -1)};
 }
 
 TEST(MimiStream, FullSizeExactStreamingEqualsOfflineFor12Seconds) {
@@ -74,12 +75,12 @@ TEST(MimiStream, FullSizeExactStreamingEqualsOfflineFor12Seconds) {
   at::Tensor x = test_audio(1, frames * m.frame_size(), 7);
   auto t0 = std::chrono::steady_clock::now();
   at::Tensor codes = m.encode(x);
-  at::Tensor latent = m.encode_latent(x);
   at::Tensor y = m.decode(codes);
   auto t1 = std::chrono::steady_clock::now();
   StreamResult ex = stream(m, x, KvMode::Exact, 1, codes);
   auto t2 = std::chrono::steady_clock::now();
-  StreamResult up = stream(m, x, KvMode::UpstreamRing, 1, codes);
+  // The quirk only needs the decoder side to show (same transformer code on both sides).
+  StreamResult up = stream(m, at::Tensor(), KvMode::UpstreamRing, 1, codes);
 
   const double scale = std::max(1.0, y.abs().max().item<double>());
   const int64_t bad = (ex.codes != codes).sum().item<int64_t>();
@@ -88,16 +89,14 @@ TEST(MimiStream, FullSizeExactStreamingEqualsOfflineFor12Seconds) {
   const int64_t wrap = 250 / 2 * m.frame_size();
   const double e_up_head = max_err(up.audio.narrow(-1, 0, wrap), y.narrow(-1, 0, wrap)) / scale;
   const double e_up = max_err(up.audio, y) / scale;
-  const int64_t bad_up = (up.codes != codes).sum().item<int64_t>();
   std::printf("  12.8 s full size: offline %.1f s, streaming %.1f s; exact: %lld/%lld codes differ, decode err %.3g;"
-              " upstream ring: %lld codes differ, decode err %.3g (first 10 s %.3g)\n",
+              " upstream ring: decode err %.3g (first 10 s %.3g)\n",
               std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count(),
-              (long long)bad, (long long)codes.numel(), e_exact, (long long)bad_up, e_up, e_up_head);
+              (long long)bad, (long long)codes.numel(), e_exact, e_up, e_up_head);
   EXPECT_EQ(bad, 0);
   EXPECT_LT(e_exact, 1e-4);
   EXPECT_LT(e_up_head, 1e-4);
   EXPECT_GT(e_up, 10 * std::max(e_exact, 1e-7)) << "the upstream ring quirk should show after 250 steps";
-  (void)latent;
 }
 
 TEST(MimiStream, TinyStreamingChunkSizesBatchAndReset) {
@@ -106,7 +105,6 @@ TEST(MimiStream, TinyStreamingChunkSizesBatchAndReset) {
   const int64_t frames = 24;  // 48 steps >> context 5
   at::Tensor x = test_audio(2, frames * m.frame_size(), 11);
   at::Tensor codes = m.encode(x);
-  at::Tensor latent = m.encode_latent(x);
   at::Tensor y = m.decode(codes);
   EXPECT_EQ(codes.sizes(), (std::vector<int64_t>{2, 3, frames}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 1, frames * 1920}));
