@@ -25,11 +25,13 @@ TEST(PlotRegenerate, DrawsTheExperimentsThatHaveOutputs) {
   // several checkpoints (the fixtures).
   fs::create_directories(runs / "mini-batch" / "runs");
   nlohmann::json rows = nlohmann::json::array();
-  int i = 0;
+  char id[8] = "p0";
   for (int b : {16, 32, 64, 128})
-    for (double lr : {0.1, 1.0})
-      rows.push_back({{"id", "p" + std::to_string(i++)}, {"ttt.mini_batch_size", b}, {"ttt.base_lr", lr},
+    for (double lr : {0.1, 1.0}) {
+      ++id[1];
+      rows.push_back({{"id", std::string(id)}, {"ttt.mini_batch_size", b}, {"ttt.base_lr", lr},
                       {"final_loss", 2.0 + 0.1 * b / 16 - lr * 0.05}, {"eval_loss", 2.1 + 0.1 * b / 16}});
+    }
   std::ofstream(runs / "mini-batch" / "summary.json")
       << nlohmann::json({{"axes", {"ttt.mini_batch_size", "ttt.base_lr"}}, {"metrics", {"final_loss", "eval_loss"}}, {"rows", rows}}).dump();
   fs::copy(fx / "run", runs / "mini-batch" / "runs" / "p0", fs::copy_options::recursive);
