@@ -211,12 +211,14 @@ Figure gating_figure(const std::vector<GateCheckpoint>& cks, const GatingOptions
         hi = std::max(hi, b);
       }
     }
-    if (lo <= hi)
+    if (lo <= hi) {
+      const double span = hi > lo ? hi - lo : std::max(std::abs(hi), 1e-3);
       for (std::size_t i = first_panel; i < f.panels.size(); ++i) {
         f.panels[i].fixed_y = true;
-        f.panels[i].ymin = lo;
-        f.panels[i].ymax = hi;
+        f.panels[i].ymin = lo - 0.05 * span;
+        f.panels[i].ymax = hi + 0.45 * span;  // room above the data for the legend (one per layer)
       }
+    }
   }
   const std::string note = "mean of " + std::to_string(channels) + " channels, band: min-max";
   for (auto& p : f.panels) p.note = note;
