@@ -57,5 +57,12 @@ function(mtt_torch_pch target)
     target_link_libraries(mtt_pch PRIVATE mtt_torch)
     target_precompile_headers(mtt_pch PRIVATE <ATen/ATen.h> <nlohmann/json.hpp> <map> <string> <vector>)
   endif()
+  # Executables would get -fPIE, which GCC refuses to mix with the PCH's -fPIC: compile them
+  # with -fPIC too (position-independent objects link into a PIE executable all the same).
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "EXECUTABLE")
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE -fPIC)
+  endif()
   target_precompile_headers(${target} REUSE_FROM mtt_pch)
 endfunction()

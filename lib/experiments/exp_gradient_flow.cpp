@@ -43,6 +43,12 @@ RunResult run_inplace_probe(const RunContext& ctx, const std::string& spec) {
   g.steps = cfg.value("max_steps", 3);
   g.seed = cfg.value("seed", 0);
   g.sgd_lr = cfg.value("sgd_lr", 1e-2);
+  // Several chunks per sequence, or no delta ever reaches an output (a chunk never sees its own).
+  g.seq_len = cfg.value("seq_len", 16);
+  g.block.chunk_size = cfg.value("chunk_size", 4);
+  g.block.lr = cfg.value("inplace_lr", g.block.lr);
+  const double clip = cfg.value("delta_clip_fro_norm", 1e-5);
+  g.block.delta_clip_fro_norm = clip > 0 ? std::optional<double>(clip) : std::nullopt;
   auto steps = ttt::gradient_flow_probe(g);
   RunResult r;
   std::vector<double> conv, wt;
@@ -57,6 +63,8 @@ RunResult run_inplace_probe(const RunContext& ctx, const std::string& spec) {
   r.metrics["conv_grad_last"] = conv.back();
   r.metrics["W_target_grad_last"] = wt.back();
   r.evidence["probe"] = "inplace:" + spec;
+  r.evidence["chunk_size"] = g.block.chunk_size;
+  r.evidence["seq_len"] = g.seq_len;
   r.evidence["conv_grad_by_step"] = conv;
   r.evidence["W_target_grad_by_step"] = wt;
   nlohmann::json all = nlohmann::json::array();
