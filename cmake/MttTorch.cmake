@@ -38,7 +38,7 @@ target_compile_definitions(mtt_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 
 add_library(mtt_torch_cuda INTERFACE)
 if(MTT_TORCH_CUDA AND MTT_C10_CUDA)
-  target_link_libraries(mtt_torch_cuda INTERFACE "LINKER:--no-as-needed" ${MTT_TORCH_CUDA} ${MTT_C10_CUDA} "LINKER:--as-needed")
+  target_link_libraries(mtt_torch_cuda INTERFACE -Wl,--no-as-needed ${MTT_TORCH_CUDA} ${MTT_C10_CUDA} -Wl,--as-needed)
   target_compile_definitions(mtt_torch_cuda INTERFACE MTT_TORCH_HAS_CUDA=1)
 endif()
 
