@@ -10,6 +10,7 @@
 
 #include "experiments/builtin.h"
 #include "experiments/toy_training.h"
+#include "ttt/inner_loop_log.h"
 
 namespace mtt::experiments {
 
@@ -45,8 +46,14 @@ RunResult run_gating(const RunContext& ctx) {
                     },
                     ctx.run_dir.string(), m.config_json(), hooks, ctx.progress);
   {
+    // Eval loss, and the inner-loop losses of the trained layer for the Figure 5 plot.
     c10::NoGradGuard no_grad;
     run.eval_loss = m.lm_loss(toy_eval_batch(cfg), nullptr).item<double>();
+    ttt::InnerLoopLog log;
+    ttt::Options opt;
+    opt.inner_loop_log = &log;
+    m.lm_loss(toy_eval_batch(cfg), nullptr, opt);
+    log.write_json((ctx.run_dir / "inner_loop.json").string());
   }
   RunResult r;
   r.metrics["final_loss"] = tail_mean_loss(run.train, 5);
