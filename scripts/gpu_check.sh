@@ -12,6 +12,7 @@ BUILD="${1:-build-gpu}"
 PY="$MTT_TORCH_VENV/bin/python"
 JOBS="${MTT_JOBS:-$(nproc)}"
 
+unset MTT_DISABLE_CUDA_KERNELS
 nvidia-smi || echo "[gpu_check] nvidia-smi failed: no GPU visible, GPU tests will skip" >&2
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch.utils;print(torch.utils.cmake_prefix_path)')" \

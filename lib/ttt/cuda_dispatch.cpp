@@ -6,6 +6,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <cstdlib>
 #include <mutex>
 
 #include "core/error.h"
@@ -162,7 +163,10 @@ void check_status(const K::KernelStatus& s, const char* what) {
 std::string cuda_kernels_status() { return kernels::cuda_status(); }
 bool cuda_kernels_available() {
   // Cached: the backend is asked on every ttt_scan() call.
-  static const bool available = kernels::built_with_cuda() && kernels::cuda_device_count() > 0;
+  // MTT_DISABLE_CUDA_KERNELS=1 forces the LibTorch path (kill switch until the kernels have been
+  // validated on a GPU, scripts/gpu_check.sh).
+  static const bool available = !std::getenv("MTT_DISABLE_CUDA_KERNELS") && kernels::built_with_cuda() &&
+                                kernels::cuda_device_count() > 0;
   return available;
 }
 

@@ -29,7 +29,7 @@ enum class KernelImpl {
 
 // One line: "built with CUDA kernels; 1 device(s)" / "built without CUDA ..." (for logs and skips).
 std::string cuda_kernels_status();
-// True when the CUDA kernels were compiled and a device is visible.
+// True when the CUDA kernels were compiled, a device is visible and MTT_DISABLE_CUDA_KERNELS is unset.
 bool cuda_kernels_available();
 
 // "" when `impl` would run these scan inputs, else the reason it would not (one line).
