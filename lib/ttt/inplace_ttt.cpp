@@ -243,8 +243,11 @@ at::Tensor InPlaceTTT::forward_no_ttt(const at::Tensor& x) const {
 
 InPlaceTTTState InPlaceTTT::init_state(int64_t batch) const {
   InPlaceTTTState s;
-  at::NoGradGuard no_grad;
-  s.w_down = w_down.detach().to(at::kFloat).unsqueeze(0).expand({batch, options_.dim, options_.hidden}).clone();
+  // Kept in the graph of W0 (when grad mode is on), so training through step() reaches w_down too.
+  s.w_down = w_down.to(at::promote_types(at::kFloat, w_down.scalar_type()))
+                 .unsqueeze(0)
+                 .expand({batch, options_.dim, options_.hidden})
+                 .clone();
   return s;
 }
 

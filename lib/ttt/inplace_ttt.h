@@ -74,6 +74,12 @@ struct InPlaceTTTState {
   int64_t tokens_seen = 0;
   int64_t chunks_done = 0;
   int64_t buffered() const { return z_buf.defined() ? z_buf.size(1) : 0; }
+  // Cuts the autograd graph carried by the state (truncated BPTT between chunks of one file).
+  void detach_() {
+    for (at::Tensor* t : {&w_down, &z_buf, &t_buf}) {
+      if (t->defined()) *t = t->detach();
+    }
+  }
 };
 
 class InPlaceTTT : public torch::nn::Module {

@@ -164,3 +164,22 @@ TEST(InPlaceLegacy, PortInPlaceModeWritesWDownAndDiffersFromTraining) {
   b.reset(s);
   EXPECT_TRUE(at::equal(b.w_down, w0));
 }
+
+TEST(InPlaceStream, StateCarriesTheGraphUntilDetached) {
+  auto o = InPlaceTTTOptions::moshi_port(8, 32);
+  o.chunk_size = 2;
+  o.lr = 1.0;
+  o.delta_clip_fro_norm = std::nullopt;
+  InPlaceTTT b(o);
+  randomise(b, 0.3);
+  at::Tensor x = at::randn({1, 4, 8}), t = at::randn({1, 4, 8});
+  InPlaceTTTState s = b.init_state(1);
+  b.step(x.narrow(1, 0, 2), t.narrow(1, 0, 2), s);  // completes chunk 0: state depends on the conv
+  EXPECT_TRUE(s.w_down.requires_grad());
+  at::Tensor y1 = b.step(x.narrow(1, 2, 2), t.narrow(1, 2, 2), s);
+  y1.sum().backward();
+  EXPECT_GT(b.conv_weight.grad().norm().item<double>(), 0.0);  // gradient flowed through the state
+  EXPECT_GT(b.w_down.grad().norm().item<double>(), 0.0);       // and back to W0
+  s.detach_();
+  EXPECT_FALSE(s.w_down.requires_grad());
+}
