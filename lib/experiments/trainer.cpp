@@ -40,6 +40,16 @@ double one_cycle_lr(double max_lr, int step, int total_steps, double pct_start) 
   return cos_anneal(max_lr, min_lr, span > 0 ? (step - warm_end) / span : 1.0);
 }
 
+double one_cycle_beta1(int step, int total_steps, double pct_start) {
+  const double base = 0.85, max = 0.95;
+  const double warm_end = pct_start * total_steps - 1;
+  const double last = total_steps - 1;
+  auto cos_anneal = [](double start, double end, double pct) { return end + (start - end) / 2.0 * (std::cos(M_PI * pct) + 1); };
+  if (step <= warm_end) return cos_anneal(max, base, warm_end > 0 ? step / warm_end : 1.0);
+  double span = last - warm_end;
+  return cos_anneal(base, max, span > 0 ? (step - warm_end) / span : 1.0);
+}
+
 AdamW::AdamW(NamedParams params, const TrainConfig& cfg) : params_(std::move(params)), cfg_(cfg) {
   for (const auto& [name, p] : params_) {
     m_.push_back(at::zeros_like(p, p.options().dtype(at::kFloat)));
@@ -47,10 +57,11 @@ AdamW::AdamW(NamedParams params, const TrainConfig& cfg) : params_(std::move(par
   }
 }
 
-void AdamW::step(double lr, double ssm_lr) {
+void AdamW::step(double lr, double ssm_lr, double beta1) {
   c10::NoGradGuard no_grad;
   ++t_;
-  const double bc1 = 1 - std::pow(cfg_.beta1, static_cast<double>(t_));
+  // torch.optim.AdamW takes the bias correction with the group's current beta1.
+  const double bc1 = 1 - std::pow(beta1, static_cast<double>(t_));
   const double bc2 = 1 - std::pow(cfg_.beta2, static_cast<double>(t_));
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto& [name, p] = params_[i];
@@ -59,7 +70,7 @@ void AdamW::step(double lr, double ssm_lr) {
     const double wd = is_no_decay_param(name) ? 0.0 : cfg_.weight_decay;
     at::Tensor g = p.grad().to(at::kFloat);
     // Moments in fp32 whatever the parameter dtype (standards: statistics in fp32).
-    m_[i].mul_(cfg_.beta1).add_(g, 1 - cfg_.beta1);
+    m_[i].mul_(beta1).add_(g, 1 - beta1);
     v_[i].mul_(cfg_.beta2).addcmul_(g, g, 1 - cfg_.beta2);
     at::Tensor denom = (v_[i] / bc2).sqrt_().add_(cfg_.eps);
     at::Tensor update = (m_[i] / bc1) / denom;
@@ -108,6 +119,7 @@ TrainResult train(const NamedParams& params, const TrainConfig& cfg,
   const auto start = std::chrono::steady_clock::now();
   int64_t total_tokens = 0;
   const std::string metrics_path = run_dir.empty() ? "" : (fs::path(run_dir) / "metrics.train.jsonl").string();
+  if (!run_dir.empty()) fs::create_directories(run_dir);
 
   for (int step = 0; step < cfg.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -133,7 +145,7 @@ TrainResult train(const NamedParams& params, const TrainConfig& cfg,
     if (hooks.on_gradients) hooks.on_gradients(step);
     const double lr = one_cycle_lr(cfg.lr, step, cfg.max_steps, cfg.pct_start);
     const double ssm_lr = cfg.ssm_lr >= 0 ? one_cycle_lr(cfg.ssm_lr, step, cfg.max_steps, cfg.pct_start) : -1;
-    opt.step(lr, ssm_lr);
+    opt.step(lr, ssm_lr, one_cycle_beta1(step, cfg.max_steps, cfg.pct_start));
 
     StepRecord rec{step + 1, loss_sum / cfg.num_microbatches, lr, grad_norm};
     result.history.push_back(rec);

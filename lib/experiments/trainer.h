@@ -24,12 +24,15 @@ bool is_no_decay_param(const std::string& name);
 
 // OneCycleLR as torch defines it (div_factor 25, final_div_factor 1e4, cosine annealing).
 double one_cycle_lr(double max_lr, int step, int total_steps, double pct_start);
+// OneCycleLR's default momentum cycling (cycle_momentum=True): Adam's beta1 goes 0.95 -> 0.85 during
+// warm-up and back to 0.95 while the lr decays.
+double one_cycle_beta1(int step, int total_steps, double pct_start);
 
 class AdamW {
  public:
   AdamW(NamedParams params, const TrainConfig& cfg);
   // One update with lr scale `factor` (the schedule's lr / max lr); returns nothing, reads .grad().
-  void step(double lr, double ssm_lr);
+  void step(double lr, double ssm_lr, double beta1);
   const NamedParams& params() const { return params_; }
   // Optimizer state (exp_avg, exp_avg_sq) by parameter name, for drift measurements.
   at::Tensor exp_avg(const std::string& name) const;
