@@ -10,6 +10,7 @@ std::vector<ExperimentKind> make_builtin_experiments() {
   kinds.push_back(make_mini_batch());
   kinds.push_back(make_gating());
   kinds.push_back(make_gradient_flow());
+  kinds.push_back(make_ring_cache());
   return kinds;
 }
 

@@ -14,5 +14,6 @@ ExperimentKind make_norm_variant();
 ExperimentKind make_mini_batch();
 ExperimentKind make_gating();
 ExperimentKind make_gradient_flow();
+ExperimentKind make_ring_cache();
 
 }  // namespace mtt::experiments

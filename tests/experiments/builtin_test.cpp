@@ -101,6 +101,22 @@ TEST(BuiltinExperiments, Gating) {
   EXPECT_FALSE(r.verdict.text.empty());
 }
 
+TEST(BuiltinExperiments, RingCache) {
+  test::TempDir dir;
+  auto r = run_reduced("ring-cache", dir);
+  EXPECT_EQ(r.verdict.status, "confirmed") << r.verdict.text;
+  for (const auto& p : r.points) {
+    const auto& m = p.result.metrics;
+    if (p.point.overrides["model"] == "base") {
+      // Beyond num_layers x context frames the token is gone from every cache: exactly no influence.
+      EXPECT_EQ(m["influence_at_max_distance"].get<double>(), 0.0);
+      EXPECT_LT(m["reach"].get<int64_t>(), m["cache_reach_bound"].get<int64_t>());
+    } else if (p.point.overrides["state"] == "persistent") {
+      EXPECT_GT(m["influence_at_max_distance"].get<double>(), 0.0);
+    }
+  }
+}
+
 TEST(BuiltinExperiments, MiniBatch) {
   test::TempDir dir;
   auto r = run_reduced("mini-batch", dir);
