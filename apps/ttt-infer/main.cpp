@@ -1,0 +1,77 @@
+// ttt-infer: speech in, speech out with a Moshi-TTT checkpoint; gating overrides (seed 001).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "core/error.h"
+#include "infer/infer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ttt-infer: WAV in, WAV out with a Moshi-TTT model, with TTT gate overrides"};
+  mtt::infer::InferOptions o;
+  std::string hf_repo, moshi_weight, device = "cpu";
+  std::optional<double> alpha, multiplier;
+  std::vector<std::string> per_layer;
+  app.add_option("input", o.input, "input audio (any format libsndfile reads, any rate)")->required();
+  app.add_option("output", o.output, "output WAV (24 kHz mono), written atomically")->required();
+  app.add_flag("--tiny", o.tiny, "built-in tiny Moshi-TTT + tiny Mimi, random weights (no files needed)");
+  app.add_option("--checkpoint", o.checkpoint, "Moshi-TTT weights: a safetensors file or a moshi-finetune run dir");
+  app.add_option("--hf-repo", hf_repo, "local folder holding model.safetensors, the Mimi weights and the tokenizer");
+  app.add_option("--moshi-weight", moshi_weight, "Moshi weights (same as --checkpoint)");
+  app.add_option("--mimi-weight", o.mimi_weight, "Mimi weights (safetensors)");
+  app.add_option("--tokenizer", o.tokenizer, "SentencePiece model (tokenizer_spm_32k_3.model) to print the text");
+  app.add_option("--config", o.config, "moshi config.json");
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--seed", o.seed, "sampling seed");
+  app.add_option("--temp", o.temp, "audio sampling temperature");
+  app.add_option("--temp-text", o.temp_text, "text sampling temperature");
+  app.add_option("--top-k", o.top_k, "audio top-k");
+  app.add_option("--top-k-text", o.top_k_text, "text top-k");
+  app.add_flag("--greedy", o.greedy, "argmax instead of sampling");
+  app.add_option("--force-gating-alpha", alpha,
+                 "replace alpha by A in every TTT gate (forward and backward); the branch is multiplied by tanh(A) "
+                 "and added to the residual");
+  app.add_option("--force-gating-alpha-layer", per_layer, "LAYER=A: per-layer form of --force-gating-alpha");
+  app.add_option("--force-gating-multiplier", multiplier,
+                 "replace tanh(alpha) itself: 0 = base Moshi, 1 = the full TTT branch");
+  app.add_option("--stereo-output", o.stereo_output, "also write input (left) + output (right)");
+  app.add_option("--stats-json", o.stats_json, "write gate statistics, transcript, codes and timing as JSON");
+  bool no_progress = false;
+  app.add_flag("--no-progress", no_progress, "no progress bar on stderr");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
+  }
+  try {
+    o.progress = !no_progress;
+    o.gates.alpha = alpha;
+    o.gates.multiplier = multiplier;
+    for (const auto& s : per_layer) {
+      auto eq = s.find('=');
+      if (eq == std::string::npos)
+        throw mtt::Error("", "--force-gating-alpha-layer", "expected LAYER=A, got '" + s + "'", mtt::ErrorKind::Usage);
+      o.gates.alpha_per_layer[std::stoi(s.substr(0, eq))] = std::stod(s.substr(eq + 1));
+    }
+    if (!moshi_weight.empty()) o.checkpoint = moshi_weight;
+    if (!hf_repo.empty()) {
+      if (o.checkpoint.empty()) o.checkpoint = hf_repo + "/model.safetensors";
+      if (o.mimi_weight.empty()) o.mimi_weight = hf_repo + "/tokenizer-e351c8d8-checkpoint125.safetensors";
+      if (o.tokenizer.empty()) o.tokenizer = hf_repo + "/tokenizer_spm_32k_3.model";
+    }
+    if (device == "cuda")
+      throw mtt::Error("", "--device", "cuda inference is not wired up yet in this build", mtt::ErrorKind::Usage);
+    auto r = mtt::infer::run_inference(o, std::cerr);
+    std::printf("text: %s\n", r.text.empty() ? "(no tokenizer given; --stats-json has the token ids)" : r.text.c_str());
+    std::printf("frames: %lld  audio: %.2f s  wall: %.2f s  real-time factor: %.3f\n",
+                static_cast<long long>(r.frames), r.audio_seconds, r.wall_seconds, r.rtf);
+    std::printf("wrote %s\n", o.output.c_str());
+    return 0;
+  } catch (const mtt::Error& e) {
+    std::fprintf(stderr, "ttt-infer: %s\n", e.what());
+    return e.exit_status();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ttt-infer: %s\n", e.what());
+    return mtt::kExitInternal;
+  }
+}

@@ -1,0 +1,193 @@
+#include "infer/infer.h"
+
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/audio.h"
+#include "io/checkpoint.h"
+#include "io/text_tokenizer.h"
+#include "mimi/mimi.h"
+#include "moshi/hybrid.h"
+#include "moshi/lm.h"
+#include "moshi/lmgen.h"
+
+namespace mtt::infer {
+
+using nlohmann::json;
+
+namespace {
+
+std::string gate_key(int layer, const char* gate) {
+  return "transformer.layers." + std::to_string(layer) + ".seq_modeling_block." + gate + ".gating_alpha";
+}
+
+GateStats stats_of(int layer, const char* name, ttt::SSMGating& g) {
+  GateStats s;
+  s.layer = layer;
+  s.gate = name;
+  at::Tensor a = g.gating_alpha.detach().to(at::kDouble);
+  s.alpha_mean = a.mean().item<double>();
+  s.alpha_min = a.min().item<double>();
+  s.alpha_max = a.max().item<double>();
+  s.alpha_std = a.numel() > 1 ? a.std().item<double>() : 0.0;
+  s.multiplier_mean_pct = 100.0 * g.multiplier().detach().to(at::kDouble).mean().item<double>();
+  s.overridden = g.overridden();
+  return s;
+}
+
+}  // namespace
+
+json InferResult::to_json() const {
+  json g = json::array();
+  for (const auto& s : gates)
+    g.push_back({{"layer", s.layer}, {"gate", s.gate}, {"alpha_mean", s.alpha_mean}, {"alpha_min", s.alpha_min},
+                 {"alpha_max", s.alpha_max}, {"alpha_std", s.alpha_std},
+                 {"multiplier_mean_pct", s.multiplier_mean_pct}, {"overridden", s.overridden}});
+  return {{"gates", g},           {"overrides", overrides_applied}, {"text", text},
+          {"text_tokens", text_tokens}, {"frames", frames},          {"audio_seconds", audio_seconds},
+          {"wall_seconds", wall_seconds}, {"rtf", rtf},              {"audio_codes", audio_codes}};
+}
+
+InferResult run_inference(const InferOptions& opt, std::ostream& log) {
+  c10::NoGradGuard no_grad;
+  // The input first: a bad file fails before any model is built.
+  std::vector<float> pcm = io::load_mono(opt.input);
+  // --- models ---
+  mimi::MimiConfig mcfg = opt.tiny ? mimi::MimiConfig::tiny() : mimi::MimiConfig::v0_1();
+  std::unique_ptr<mimi::MimiModel> codec;
+  moshi::LMConfig lcfg;
+  if (opt.tiny) {
+    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mcfg, opt.seed));
+    // The tiny Moshi-TTT (every layer hybrid) sized to the tiny codec: its codebooks, 3 for the
+    // model and 3 for the user stream (n_q = 6, the tiny delays), and its codebook size.
+    lcfg = moshi::LMConfig::tiny();
+    lcfg.card = mcfg.quantizer.bins;
+    lcfg.n_q = 2 * mcfg.num_codebooks;
+    lcfg.dep_q = mcfg.num_codebooks;
+    lcfg.ttt.enable = true;
+    lcfg.ttt.layers = "all";
+    lcfg.ttt.mini_batch_size = 1;  // the fork's DiT eta advances its state one full mini-batch at a time
+  } else {
+    if (opt.mimi_weight.empty()) throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
+    if (opt.checkpoint.empty()) throw Error("", "--checkpoint", "a Moshi(-TTT) checkpoint is required (or --tiny)", ErrorKind::Usage);
+    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(opt.mimi_weight, mcfg));
+    lcfg = opt.config.empty() ? moshi::LMConfig::moshiko_7b() : moshi::LMConfig::from_json_file(opt.config);
+  }
+  codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
+  moshi::LMModel lm(lcfg);
+  if (opt.tiny) {
+    lm.init_random(opt.seed);
+    log << "[tiny] built-in tiny Moshi-TTT and tiny Mimi with random weights (seed " << opt.seed
+        << "): the pipeline runs end to end, the speech is noise.\n";
+  } else {
+    auto rep = lm.load_file(opt.checkpoint);
+    log << "loaded " << opt.checkpoint << ": " << rep.summary() << "\n";
+  }
+  lm.set_requires_grad(false);
+
+  // --- gates: overrides, then the statistics generation will use ---
+  InferResult res;
+  auto& layers = lm.transformer().layers();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    auto& hb = layers[i].hybrid;
+    if (!hb) continue;
+    const int li = static_cast<int>(i);
+    for (auto [name, gate] : {std::pair<const char*, ttt::SSMGating*>{"forward_ssm_gating", &hb->forward_gate()},
+                              std::pair<const char*, ttt::SSMGating*>{"backward_ssm_gating", &hb->backward_gate()}}) {
+      std::optional<double> a = opt.gates.alpha;
+      if (auto it = opt.gates.alpha_per_layer.find(li); it != opt.gates.alpha_per_layer.end()) a = it->second;
+      if (a) {
+        gate->force_alpha(*a);
+        res.overrides_applied.push_back(gate_key(li, name) + " := " + std::to_string(*a));
+      }
+      if (opt.gates.multiplier) {
+        gate->force_multiplier(*opt.gates.multiplier);
+        res.overrides_applied.push_back(gate_key(li, name) + " multiplier := " + std::to_string(*opt.gates.multiplier));
+      }
+      res.gates.push_back(stats_of(li, name, *gate));
+    }
+  }
+  for (const auto& o : res.overrides_applied) log << "set " << o << "\n";
+  if (!res.gates.empty()) {
+    log << "TTT gates (the branch is multiplied by tanh(alpha) and added to the residual):\n";
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "  %-5s %-20s %9s %9s %9s %9s %10s\n", "layer", "gate", "mean", "min", "max", "std",
+                  "tanh(a) %");
+    log << buf;
+    for (const auto& s : res.gates) {
+      std::snprintf(buf, sizeof buf, "  %-5d %-20s %9.4f %9.4f %9.4f %9.4f %9.2f%%%s\n", s.layer, s.gate.c_str(),
+                    s.alpha_mean, s.alpha_min, s.alpha_max, s.alpha_std, s.multiplier_mean_pct,
+                    s.overridden ? "  (forced)" : "");
+      log << buf;
+    }
+  } else {
+    log << "no TTT layers in this model\n";
+  }
+
+  // --- audio in, frame by frame ---
+  const int64_t fs = codec->frame_size();
+  const int64_t n_frames = (static_cast<int64_t>(pcm.size()) + fs - 1) / fs;
+  if (n_frames == 0) throw Error(opt.input, "", "no audio frames");
+  pcm.resize(static_cast<std::size_t>(n_frames * fs), 0.0f);
+  at::Tensor audio = at::from_blob(pcm.data(), {1, 1, n_frames * fs}, at::kFloat).clone();
+
+  moshi::SamplingOptions so = opt.greedy ? moshi::SamplingOptions::greedy() : moshi::SamplingOptions{};
+  if (!opt.greedy) {
+    so.temp = opt.temp;
+    so.temp_text = opt.temp_text;
+    so.top_k = opt.top_k;
+    so.top_k_text = opt.top_k_text;
+  }
+  moshi::LMGen gen(lm, so, opt.seed);
+  gen.reset(1);
+  mimi::MimiStreamer enc(*codec), dec(*codec);
+  std::unique_ptr<io::TextTokenizer> tok;
+  if (!opt.tokenizer.empty()) tok = std::make_unique<io::TextTokenizer>(io::TextTokenizer::load(opt.tokenizer));
+
+  std::vector<float> out_pcm;
+  Progress bar("ttt-infer", static_cast<uint64_t>(n_frames), opt.progress);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t f = 0; f < n_frames; ++f) {
+    at::Tensor codes = enc.encode_step(audio.narrow(2, f * fs, fs));  // [1, K, 1]
+    at::Tensor tokens = gen.step(codes.narrow(1, 0, lcfg.n_q - lcfg.dep_q));
+    bar.advance();
+    if (!tokens.defined()) continue;  // priming the delays
+    ++res.frames;
+    const int64_t text_id = tokens[0][0][0].item<int64_t>();
+    res.text_tokens.push_back(text_id);
+    if (tok) res.text += tok->stream_text(static_cast<int>(text_id));
+    at::Tensor audio_codes = tokens.narrow(1, 1, lcfg.dep_q);  // [1, dep_q, 1]
+    std::vector<int64_t> row;
+    for (int64_t k = 0; k < lcfg.dep_q; ++k) row.push_back(audio_codes[0][k][0].item<int64_t>());
+    res.audio_codes.push_back(row);
+    at::Tensor y = dec.decode_step(audio_codes).contiguous();
+    const float* p = y.data_ptr<float>();
+    out_pcm.insert(out_pcm.end(), p, p + y.numel());
+  }
+  bar.finish();
+  res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.audio_seconds = static_cast<double>(n_frames * fs) / mcfg.sample_rate;
+  res.rtf = res.wall_seconds / res.audio_seconds;
+
+  out_pcm.resize(pcm.size(), 0.0f);  // same length as the input (the first frames prime the delays)
+  io::write_wav(opt.output, out_pcm, 1, mcfg.sample_rate);
+  if (!opt.stereo_output.empty()) {
+    std::vector<float> st(2 * pcm.size());
+    for (std::size_t i = 0; i < pcm.size(); ++i) {
+      st[2 * i] = pcm[i];
+      st[2 * i + 1] = out_pcm[i];
+    }
+    io::write_wav(opt.stereo_output, st, 2, mcfg.sample_rate);
+  }
+  if (!opt.stats_json.empty()) write_file_atomic(opt.stats_json, res.to_json().dump(2));
+  return res;
+}
+
+}  // namespace mtt::infer

@@ -1,0 +1,57 @@
+#pragma once
+// Speech in, speech out with a Moshi(-TTT) model (spec moshi.md §6): WAV -> Mimi encode, frame by
+// frame -> LMGen step -> Mimi decode -> WAV, with the gating overrides of seed 001. "alpha A" is
+// the value the gate's tanh sees: the TTT branch is multiplied by tanh(A) and ADDED to the
+// residual (it is not a blend); `multiplier` sets tanh(alpha) itself (0 = base Moshi, 1 = the full
+// TTT branch).
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace mtt::infer {
+
+struct GateOverride {
+  std::optional<double> alpha;              // every TTT gate, forward and backward
+  std::optional<double> multiplier;         // replaces tanh(alpha) in every gate
+  std::map<int, double> alpha_per_layer;    // layer -> alpha (both gates of that layer)
+};
+
+struct InferOptions {
+  std::string input, output, stereo_output;
+  bool tiny = false;                 // built-in tiny Moshi-TTT + tiny Mimi with random weights
+  std::string checkpoint;            // Moshi(-TTT) weights: file or moshi-finetune run dir
+  std::string mimi_weight, tokenizer, config;
+  uint64_t seed = 4242;
+  bool greedy = false;
+  double temp = 0.8, temp_text = 0.7;
+  int64_t top_k = 250, top_k_text = 25;
+  GateOverride gates;
+  std::string stats_json;
+  bool progress = true;
+};
+
+struct GateStats {
+  int layer = 0;
+  std::string gate;  // forward_ssm_gating | backward_ssm_gating
+  double alpha_mean = 0, alpha_min = 0, alpha_max = 0, alpha_std = 0;
+  double multiplier_mean_pct = 0;  // 100 * mean tanh(clamp(alpha)) as the forward applies it
+  bool overridden = false;
+};
+
+struct InferResult {
+  std::vector<GateStats> gates;     // after overrides (what generation uses)
+  std::vector<std::string> overrides_applied;  // "transformer.layers.3...gating_alpha := 0"
+  std::string text;
+  std::vector<int64_t> text_tokens;
+  int64_t frames = 0;
+  double audio_seconds = 0, wall_seconds = 0, rtf = 0;
+  std::vector<std::vector<int64_t>> audio_codes;  // [frame][codebook] of the model's stream
+  nlohmann::json to_json() const;
+};
+
+InferResult run_inference(const InferOptions& opt, std::ostream& log);
+
+}  // namespace mtt::infer
