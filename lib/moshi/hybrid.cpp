@@ -1,0 +1,79 @@
+#include "moshi/hybrid.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace mtt::moshi {
+
+HybridBlock::HybridBlock(const LMConfig& cfg, int layer) {
+  const TTTSettings& s = cfg.ttt;
+  // The fork's TTTWrapper (ttt.md §6; FORK models/ssm/ttt_layer.py): H = the LM's num_heads
+  // (ttt_integration.py:L69-86), VDIT layer with target LN eps 1e-5, inner LN eps 1e-8, dit eta,
+  // RoPE off, post_norm/wo skipped unless output_post_norm_wo.
+  tcfg_ = ttt::TTTConfig::vdit(cfg.dim, cfg.num_heads, s.mini_batch_size,
+                               s.ttt_mlp_layers <= 1 ? ttt::InnerModel::linear : ttt::InnerModel::mlp);
+  tcfg_.ttt_mlp_layers = std::max<int64_t>(2, s.ttt_mlp_layers);
+  tcfg_.ttt_mlp_expansion_factor = s.ttt_mlp_expansion_factor;
+  tcfg_.ttt_base_lr = s.base_lr;
+  tcfg_.recon_target_eps = 1e-5;
+  tcfg_.inner_ln_eps = 1e-8;
+  tcfg_.output_path = s.output_post_norm_wo ? ttt::OutputPath::post_norm_wo : ttt::OutputPath::skip;
+  tcfg_.layer_index = layer;
+  tcfg_.name = "layer" + std::to_string(layer) + ".ttt";
+  if (!s.ttt_mlp_hidden_dims.empty())
+    throw Error("", "ttt.ttt_mlp_hidden_dims", "explicit hidden widths are not supported by the hybrid layer yet",
+                ErrorKind::Usage);
+  ttt_ = std::make_unique<ttt::TTTLayer>(tcfg_, static_cast<uint64_t>(layer));
+  forward_gate_ = std::make_shared<ttt::SSMGating>(ttt::SSMGatingOptions::fork(cfg.dim, s.initial_gating_alpha));
+  backward_gate_ = std::make_shared<ttt::SSMGating>(ttt::SSMGatingOptions::fork(cfg.dim, s.initial_gating_alpha));
+}
+
+at::Tensor HybridBlock::forward(const at::Tensor& h_in, LayerTTTState* state) {
+  // The TTT branch runs in f32 whatever the LM's compute dtype (ttt.md §2); the gated output is
+  // cast back to the residual's dtype as the fork does.
+  const at::Tensor h = h_in.to(at::kFloat);
+  const int64_t B = h.size(0), L = h.size(1), D = h.size(2), b = tcfg_.mini_batch_size;
+  at::Tensor y;
+  if (state == nullptr) {
+    // Full sequence: zero tokens on the right up to a multiple of b that take part in the inner
+    // updates (the fork builds a pad mask but never uses it, ttt.md §6), then trim.
+    const int64_t pad = (b - L % b) % b;
+    at::Tensor xp = pad > 0 ? at::cat({h, at::zeros({B, pad, D}, h.options())}, 1) : h;
+    ttt::Options opt;
+    opt.pad_updates = ttt::PadUpdates::legacy;
+    y = ttt_->forward(xp, nullptr, opt).narrow(1, 0, L);
+  } else {
+    // Streaming: the persistent per-element state carries partial mini-batches (ttt.md §2.4).
+    if (!state->ttt.defined()) state->ttt = ttt_->init_state(B);
+    y = ttt_->forward(h, &state->ttt);
+  }
+  return h_in + forward_gate_->forward(y).to(h_in.scalar_type());
+}
+
+void HybridBlock::collect(const std::string& p, NamedTensors& out) {
+  for (const auto& kv : ttt_->named_parameters())
+    out.emplace_back(p + "seq_modeling_block.ttt_layer.ttt." + kv.first, &ttt_->param(kv.first));
+  out.emplace_back(p + "seq_modeling_block.forward_ssm_gating.gating_alpha", &forward_gate_->gating_alpha);
+  out.emplace_back(p + "seq_modeling_block.backward_ssm_gating.gating_alpha", &backward_gate_->gating_alpha);
+}
+
+void HybridBlock::to(at::ScalarType dtype) {
+  ttt_->to(dtype);
+  forward_gate_->gating_alpha = forward_gate_->gating_alpha.to(dtype);
+  backward_gate_->gating_alpha = backward_gate_->gating_alpha.to(dtype);
+}
+
+void HybridBlock::set_requires_grad(bool on) {
+  ttt_->set_requires_grad(on);
+  forward_gate_->gating_alpha.requires_grad_(on);
+  backward_gate_->gating_alpha.requires_grad_(on);
+}
+
+std::shared_ptr<LayerTTTState> HybridBlock::new_state(int64_t batch) const {
+  auto st = std::make_shared<LayerTTTState>();
+  st->ttt = ttt_->init_state(batch);
+  return st;
+}
+
+}  // namespace mtt::moshi
