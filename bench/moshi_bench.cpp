@@ -4,6 +4,7 @@
 // tokens/s counts one text + dep_q audio tokens per frame per batch row.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>

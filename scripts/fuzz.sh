@@ -20,7 +20,8 @@ fi
 SECS="${1:-20}"
 BUILD="${2:-${MTT_BUILD:-build}}"
 CXX="${MTT_FUZZ_CXX:-clang++}"
-OUT="$BUILD/fuzz"
+mkdir -p "$BUILD/fuzz"
+OUT="$(cd "$BUILD/fuzz" && pwd)"  # absolute: the fuzzer runs from inside it
 mkdir -p "$OUT/corpus" "$OUT/artifacts" "$OUT/seeds"
 
 if ! command -v "$CXX" >/dev/null 2>&1; then
@@ -63,8 +64,13 @@ build safetensors_header_fuzzer
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 echo "[fuzz] safetensors_header_fuzzer for ${SECS}s ($(ls "$OUT/seeds" | wc -l) seeds, corpus $OUT/corpus)" >&2
+# -jobs makes libFuzzer write fuzz-N.log into the working directory: only ask for it when
+# parallel jobs are wanted, and run from $OUT so logs stay out of the source tree.
+jobs=()
+[ "${MTT_FUZZ_JOBS:-1}" -gt 1 ] && jobs=(-jobs="$MTT_FUZZ_JOBS" -workers="$MTT_FUZZ_JOBS")
+cd "$OUT"
 "$OUT/safetensors_header_fuzzer" \
   -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-  -jobs="${MTT_FUZZ_JOBS:-1}" -workers="${MTT_FUZZ_JOBS:-1}" \
+  "${jobs[@]}" \
   -dict="$ROOT/fuzz/safetensors.dict" -artifact_prefix="$OUT/artifacts/" \
   -print_final_stats=1 "$OUT/corpus" "$OUT/seeds"
