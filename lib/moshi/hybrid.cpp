@@ -44,9 +44,20 @@ at::Tensor HybridBlock::forward(const at::Tensor& h_in, LayerTTTState* state) {
     opt.pad_updates = ttt::PadUpdates::legacy;
     y = ttt_->forward(xp, nullptr, opt).narrow(1, 0, L);
   } else {
-    // Streaming: the persistent per-element state carries partial mini-batches (ttt.md §2.4).
+    // Streaming. The fork's eta is the DiT one (identical rows, no tril): a partial mini-batch
+    // cannot be continued causally, so, as the fork does in streaming (hybrid_layer.py:L330-348,
+    // ttt.md §6-7), every call is right-padded with zeros to whole mini-batches, the pads take part
+    // in the inner updates, and the persistent per-element state keeps the result.
     if (!state->ttt.defined()) state->ttt = ttt_->init_state(B);
-    y = ttt_->forward(h, &state->ttt);
+    if (tcfg_.eta == ttt::Eta::dit && L % b != 0) {
+      const int64_t pad = b - L % b;
+      at::Tensor xp = at::cat({h, at::zeros({B, pad, D}, h.options())}, 1);
+      ttt::Options opt;
+      opt.pad_updates = ttt::PadUpdates::legacy;
+      y = ttt_->forward(xp, &state->ttt, opt).narrow(1, 0, L);
+    } else {
+      y = ttt_->forward(h, &state->ttt);
+    }
   }
   return h_in + forward_gate_->forward(y).to(h_in.scalar_type());
 }

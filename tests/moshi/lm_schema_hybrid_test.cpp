@@ -190,8 +190,10 @@ TEST(MoshiHybrid, StreamingCarriesThePersistentTTTState) {
   EXPECT_EQ(ttt[0], nullptr);
   ASSERT_NE(ttt[1], nullptr);
   ASSERT_TRUE(ttt[1]->ttt.defined());
-  EXPECT_EQ(ttt[1]->ttt.position, (std::vector<int64_t>{7, 7}));
-  // One complete mini-batch (b = 4) has been applied: the inner weights moved away from W0.
+  // The fork's streaming: each one-frame call is padded to a whole mini-batch (b = 4) whose pads
+  // update the state too, so 7 calls advance the state by 7 mini-batches.
+  EXPECT_EQ(ttt[1]->ttt.position, (std::vector<int64_t>{28, 28}));
+  // The inner weights moved away from W0.
   auto eff = m.transformer().layers()[1].hybrid->ttt_layer().effective_weights(ttt[1]->ttt);
   at::Tensor w0 = m.transformer().layers()[1].hybrid->ttt_layer().inner_weights()[0];
   EXPECT_GT((eff[0].select(0, 0) - w0).abs().max().item<double>(), 0.0);
