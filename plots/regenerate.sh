@@ -48,9 +48,19 @@ fig() {
 }
 
 # sweep EXPERIMENT NAME --x .. --y .. [...]: a sweep figure when the summary exists
+# A --hue axis the sweep did not vary (a reduced grid, say) is dropped rather than failing.
 sweep() {
   local exp=$1 name=$2; shift 2
-  fig "$OUT/$exp/$name" sweep "$RUNS/$exp" "$@"
+  local args=()
+  while [ $# -gt 0 ]; do
+    if [ "$1" = "--hue" ] && ! grep -q "\"$2\"" "$RUNS/$exp/summary.json" 2>/dev/null; then
+      shift 2
+      continue
+    fi
+    args+=("$1")
+    shift
+  done
+  fig "$OUT/$exp/$name" sweep "$RUNS/$exp" "${args[@]}"
 }
 
 # Per-run figures: training curves, inner-loop losses, gate trajectories.
@@ -66,7 +76,7 @@ per_run() {
   done
 }
 
-for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow; do
+for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow ring-cache; do
   if [ ! -f "$RUNS/$exp/summary.json" ] && [ ! -f "$RUNS/$exp/summary.csv" ]; then
     echo "regenerate: skip $exp (no $RUNS/$exp/summary.json; run: ttt-sweep run experiments/$exp.yaml)" >&2
     continue
@@ -90,6 +100,9 @@ for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow;
     gradient-flow)
       sweep $exp W0_drift --x probe --y W0_drift_rel
       sweep $exp conv_grad --x probe --y conv_grad_first ;;
+    ring-cache)
+      sweep $exp influence_far --x model --y influence_at_max_distance --hue state --bars
+      sweep $exp reach --x model --y reach --hue state --bars ;;
   esac
   per_run $exp
 done
