@@ -7,7 +7,7 @@ source scripts/env.sh
 
 apt_pkgs=(build-essential cmake pkg-config python3-venv libcli11-dev libsndfile1-dev libsoxr-dev
   nlohmann-json3-dev libyaml-cpp-dev libsentencepiece-dev libgtest-dev libgmock-dev
-  libbenchmark-dev clang libclang-rt-14-dev libplplot-dev plplot-driver-cairo)
+  libbenchmark-dev clang libclang-rt-14-dev libplplot-dev plplot-driver-cairo espeak-ng sox)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
