@@ -1,8 +1,10 @@
 #include "experiments/slurm.h"
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <sys/wait.h>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -33,17 +35,33 @@ std::string header(const std::string& job, const SlurmOptions& o, const std::str
   return os.str();
 }
 
-std::string run_capture(const std::string& cmd) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) throw Error("sbatch", "", "cannot run: " + cmd);
+// Runs `cmd` with stderr folded into stdout; returns the output without trailing blanks. A failure
+// is one line naming the script being submitted and what sbatch said (it reports to stderr).
+std::string run_capture(const std::string& cmd, const std::string& script) {
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) throw Error(script, "sbatch", "cannot run: " + cmd);
   std::string out;
   char buf[512];
   std::size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int st = ::pclose(p);
-  if (st != 0) throw Error("sbatch", "", "failed (status " + std::to_string(st) + "): " + out);
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  int code = (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
+  if (code == 127) throw Error(script, "sbatch", "sbatch not found on PATH (is a Slurm client installed?)");
+  if (code != 0) throw Error(script, "sbatch", "failed (exit " + std::to_string(code) + "): " + out);
   return out;
+}
+
+// `sbatch --parsable` prints "<jobid>" or "<jobid>;<cluster>" (federations), possibly after
+// warning lines; the id is the leading number of the last line.
+std::string parse_job_id(const std::string& out, const std::string& script) {
+  std::size_t nl = out.find_last_of('\n');
+  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
+  std::size_t k = 0;
+  while (k < last.size() && std::isdigit(static_cast<unsigned char>(last[k]))) ++k;
+  if (k == 0 || (k < last.size() && last[k] != ';'))
+    throw Error(script, "sbatch", "no job id in sbatch's answer: " + out);
+  return last.substr(0, k);
 }
 
 }  // namespace
@@ -56,6 +74,9 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   std::string abs_spec = fs::absolute(spec_path).lexically_normal().string();
   std::string log_dir = abs_out + "/slurm/logs";
   std::string job = "ttt-sweep-" + spec.name;
+  // The tasks run in sbatch's working directory on whatever node they land on: a relative binary
+  // path (argv[0] of `build/bin/ttt-sweep`) is made absolute; a bare name is left to the job's PATH.
+  std::string exe = o.exe.find('/') == std::string::npos ? o.exe : fs::absolute(o.exe).lexically_normal().string();
 
   std::ostringstream a;
   a << header(job, o, log_dir);
@@ -66,7 +87,7 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   a << "# One grid point per array task. --resume makes a re-queued or repeated task a no-op once\n";
   a << "# its result.json exists, so requeues never duplicate a result.\n";
   a << "set -euo pipefail\n";
-  a << "exec " << shq(o.exe) << " run " << shq(abs_spec) << " --out " << shq(abs_out)
+  a << "exec " << shq(exe) << " run " << shq(abs_spec) << " --out " << shq(abs_out)
     << " --resume --no-progress --index \"$SLURM_ARRAY_TASK_ID\"" << (o.reduced ? " --reduced" : "") << "\n";
   s.array_script = a.str();
 
@@ -74,7 +95,7 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   m << header(job + "-summary", o, log_dir);
   m << "#SBATCH --output=" << log_dir << "/%j-summary.out\n";
   m << "set -euo pipefail\n";
-  m << "exec " << shq(o.exe) << " summarize " << shq(abs_out) << "\n";
+  m << "exec " << shq(exe) << " summarize " << shq(abs_out) << "\n";
   s.summary_script = m.str();
   return s;
 }
@@ -91,8 +112,11 @@ std::pair<std::string, std::string> write_slurm_scripts(const SlurmScripts& s, c
 }
 
 std::pair<std::string, std::string> submit_slurm(const std::string& array_path, const std::string& summary_path) {
-  std::string array_id = run_capture("sbatch --parsable " + shq(array_path));
-  std::string sum_id = run_capture("sbatch --parsable --dependency=afterany:" + array_id + " " + shq(summary_path));
+  std::string array_id = parse_job_id(run_capture("sbatch --parsable " + shq(array_path), array_path), array_path);
+  // afterany: the summary also runs when a task failed, and then names the points without a result.
+  std::string sum_id = parse_job_id(
+      run_capture("sbatch --parsable --dependency=afterany:" + array_id + " " + shq(summary_path), summary_path),
+      summary_path);
   return {array_id, sum_id};
 }
 
