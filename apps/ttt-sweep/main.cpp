@@ -1,11 +1,14 @@
-// ttt-sweep: experiment grids (run | list | summarize | slurm). Flags in, library call, print.
+// ttt-sweep: experiment grids (run | list | summarize | slurm), the Moshi training entry (train)
+// and its demo data (data speech). Flags in, library call, print.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 
 #include "core/error.h"
+#include "experiments/moshi_training.h"
 #include "experiments/registry.h"
 #include "experiments/slurm.h"
+#include "experiments/speech_set.h"
 #include "experiments/sweep.h"
 
 namespace ex = mtt::experiments;
@@ -87,6 +90,63 @@ int run(RunOptions& o, const std::string& self) {
   return 0;
 }
 
+struct SpeechCmd {
+  ex::SpeechSetOptions o;
+  bool json = false;
+};
+
+void declare_speech(CLI::App& app, SpeechCmd& c) {
+  app.add_option("--out", c.o.out_dir, "output directory (WAVs and data.jsonl)")->required();
+  app.add_option("--n", c.o.n, "number of exchanges")->check(CLI::PositiveNumber);
+  app.add_option("--seed", c.o.seed, "seed (sentences, voices, speed)");
+  app.add_option("--espeak", c.o.espeak, "espeak-ng executable");
+  app.add_flag("--json", c.json, "print JSON");
+}
+
+int run_speech(const SpeechCmd& c) {
+  ex::SpeechSetResult r = ex::make_speech_set(c.o);
+  if (c.json) {
+    std::cout << nlohmann::json{{"jsonl", r.jsonl}, {"files", r.wavs.size()}, {"seconds", r.total_seconds}}.dump(2)
+              << "\n";
+  } else {
+    std::printf("wrote %zu stereo WAVs (%.1f s; channel 0 = Moshi, channel 1 = user) and %s\n", r.wavs.size(),
+                r.total_seconds, r.jsonl.c_str());
+  }
+  return 0;
+}
+
+struct TrainCmd {
+  ex::MoshiTrainOptions o;
+  bool json = false, no_progress = false;
+};
+
+void declare_train(CLI::App& app, TrainCmd& c) {
+  app.add_option("--config", c.o.config, "training config (YAML, moshi-finetune keys + ttt: + tbptt_chunk)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--data", c.o.data, "moshi-finetune jsonl of stereo WAVs")->required()->check(CLI::ExistingFile);
+  app.add_option("--out", c.o.out, "run directory")->required();
+  app.add_option("--mimi-weight", c.o.mimi_weight, "Mimi checkpoint (tokenizer-e351c8d8-checkpoint125.safetensors)");
+  app.add_flag("--tiny-mimi", c.o.tiny_mimi, "no Mimi weights: the tiny Mimi with random weights (pipeline check)");
+  app.add_option("--codes-cache", c.o.codes_cache, "cache of encoded codes (default: <out>/codes)");
+  app.add_flag("--json", c.json, "print the run summary as JSON");
+  app.add_flag("--no-progress", c.no_progress, "no progress output on stderr");
+}
+
+int run_train(TrainCmd& c) {
+  c.o.progress = !c.no_progress;
+  ex::MoshiTrainResult r = ex::train_moshi_on_jsonl(c.o, std::cerr);
+  if (c.json) {
+    std::cout << r.summary.dump(2) << "\n";
+  } else {
+    std::printf("trained %zu steps on %lld windows (%s): loss %.4f -> %.4f\ncheckpoint: %s\n",
+                r.train.history.size(), static_cast<long long>(r.windows), r.codec.c_str(),
+                r.summary["first_loss"].get<double>(), r.summary["final_loss"].get<double>(),
+                r.train.last_checkpoint.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,6 +161,14 @@ int main(int argc, char** argv) {
   auto* sum_cmd = app.add_subcommand("summarize", "rebuild summary and verdict from a sweep's run dirs");
   sum_cmd->add_option("out", sum_dir, "sweep output directory")->required();
   sum_cmd->add_flag("--json", sum_json, "print JSON");
+  auto* data_cmd = app.add_subcommand("data", "generate training data");
+  data_cmd->require_subcommand(1);
+  SpeechCmd speech;
+  auto* speech_cmd = data_cmd->add_subcommand("speech", "a small espeak-ng speech set (stereo WAVs + moshi-finetune jsonl)");
+  declare_speech(*speech_cmd, speech);
+  TrainCmd train;
+  auto* train_cmd = app.add_subcommand("train", "train the tiny Moshi-TTT on a moshi-finetune jsonl with truncated BPTT");
+  declare_train(*train_cmd, train);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -112,6 +180,8 @@ int main(int argc, char** argv) {
       for (const auto& k : ex::builtin_experiments()) std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
       return 0;
     }
+    if (*speech_cmd) return run_speech(speech);
+    if (*train_cmd) return run_train(train);
     if (*sum_cmd) {
       print_result(ex::summarize_sweep(sum_dir), sum_json);
       return 0;

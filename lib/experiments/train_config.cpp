@@ -28,6 +28,8 @@ TrainConfig train_config_from_json(const json& cfg, const std::string& where) {
   read(cfg, "max_norm", c.max_norm, where);
   read(cfg, "log_freq", c.log_freq, where);
   read(cfg, "ckpt_freq", c.ckpt_freq, where);
+  read(cfg, "tbptt_chunk", c.tbptt_chunk, where);
+  read(cfg, "checkpoint_group", c.checkpoint_group, where);
   if (cfg.contains("optim")) {
     const json& o = cfg["optim"];
     read(o, "lr", c.lr, where);
@@ -38,6 +40,7 @@ TrainConfig train_config_from_json(const json& cfg, const std::string& where) {
   if (c.max_steps <= 0) throw Error(where, "max_steps", "must be positive");
   if (c.num_microbatches <= 0) throw Error(where, "num_microbatches", "must be positive");
   if (c.batch_size <= 0) throw Error(where, "batch_size", "must be positive");
+  if (c.tbptt_chunk < 0) throw Error(where, "tbptt_chunk", "must be >= 0 (0: the whole sequence in one chunk)");
   if (c.pct_start < 0 || c.pct_start >= 1) throw Error(where, "optim.pct_start", "must be in [0, 1)");
   return c;
 }

@@ -2,6 +2,8 @@
 // Training settings in moshi-finetune's key names (so a spec's `base:` reads like its YAML):
 //   max_steps, seed, batch_size, num_microbatches, max_norm, log_freq, ckpt_freq,
 //   optim: {lr, weight_decay, pct_start}, ttt: {lr (outer lr of TTT/SSM params), ...}
+// and the truncated-BPTT settings of experiments/tbptt.h (no moshi-finetune equivalent, which
+// trains each duration_sec window in one pass): tbptt_chunk, checkpoint_group.
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -21,6 +23,12 @@ struct TrainConfig {
   double pct_start = 0.05;   // OneCycle warm-up share
   double ssm_lr = -1;        // lr of TTT/SSM params (VDIT's `lr_ssm`); < 0: same as lr
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  // Truncated BPTT: positions (tokens / Mimi frames) per chunk of a training sequence; the TTT
+  // state (and KV cache) is carried from chunk to chunk and detached in between. 0: one chunk.
+  int64_t tbptt_chunk = 0;
+  // Activation checkpointing of the TTT scan (spec ttt.md §3): mini-batches per remat group
+  // (ttt::Options::checkpoint_group_override). < 0: the layer config's scan_checkpoint_group_size.
+  int64_t checkpoint_group = -1;
 };
 
 // Reads the keys above from a config tree; unknown keys are left to the experiment.

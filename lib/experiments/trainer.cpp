@@ -109,6 +109,19 @@ std::string save_run_checkpoint(const std::string& run_dir, int step, const Name
 TrainResult train(const NamedParams& params, const TrainConfig& cfg,
                   const std::function<StepLoss(int, int)>& loss_fn, const std::string& run_dir,
                   const json& model_config, const TrainHooks& hooks, bool progress) {
+  return train_micro(
+      params, cfg,
+      [&](int step, int micro, double divisor) {
+        StepLoss sl = loss_fn(step, micro);
+        (sl.loss / divisor).backward();
+        return MicroStep{sl.loss.item<double>(), sl.tokens};
+      },
+      run_dir, model_config, hooks, progress);
+}
+
+TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
+                        const std::function<MicroStep(int, int, double)>& micro_fn, const std::string& run_dir,
+                        const json& model_config, const TrainHooks& hooks, bool progress) {
   NamedParams trainable;
   for (const auto& np : params)
     if (np.second.requires_grad()) trainable.push_back(np);
@@ -127,10 +140,9 @@ TrainResult train(const NamedParams& params, const TrainConfig& cfg,
     double loss_sum = 0;
     int64_t tokens = 0;
     for (int micro = 0; micro < cfg.num_microbatches; ++micro) {
-      StepLoss sl = loss_fn(step, micro);
-      (sl.loss / cfg.num_microbatches).backward();
-      loss_sum += sl.loss.item<double>();
-      tokens += sl.tokens;
+      MicroStep ms = micro_fn(step, micro, static_cast<double>(cfg.num_microbatches));
+      loss_sum += ms.loss;
+      tokens += ms.tokens;
     }
     // Global L2 norm over every gradient (torch.nn.utils.clip_grad_norm_).
     double sq = 0;

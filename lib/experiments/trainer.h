@@ -77,6 +77,22 @@ TrainResult train(const NamedParams& params, const TrainConfig& cfg,
                   const std::function<StepLoss(int step, int micro)>& loss_fn, const std::string& run_dir,
                   const nlohmann::json& model_config, const TrainHooks& hooks = {}, bool progress = true);
 
+// What one micro-batch that runs its own backward pass(es) reports: the micro-batch loss (before
+// the division by num_microbatches) and its token count.
+struct MicroStep {
+  double loss = 0;
+  int64_t tokens = 0;
+};
+
+// The same loop as train() for micro-batches that back-propagate themselves (truncated BPTT runs
+// one backward per chunk, experiments/tbptt.h). micro_fn(step, micro, divisor) must call
+// backward() on its loss(es) divided by `divisor` (= num_microbatches); train() is this loop with
+// one (loss / divisor).backward() per micro-batch.
+TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
+                        const std::function<MicroStep(int step, int micro, double divisor)>& micro_fn,
+                        const std::string& run_dir, const nlohmann::json& model_config, const TrainHooks& hooks = {},
+                        bool progress = true);
+
 // moshi-finetune's checkpoint layout; returns the consolidated.safetensors path. `tensors` are
 // saved under their names, in their dtype.
 std::string save_run_checkpoint(const std::string& run_dir, int step, const NamedParams& tensors,
