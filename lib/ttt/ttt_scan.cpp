@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "ttt/scan_cpu_fused.h"
 
 namespace mtt::ttt {
 
@@ -362,6 +363,10 @@ ScanOutputs ttt_scan(const ScanInputs& in, const std::vector<at::Tensor>& weight
   for (auto& [name, fn] : bs) {
     if (auto r = fn(in, weights, biases)) return std::move(*r);
   }
+  // CPU float32/float64: the fused path (same math, lib/ttt/scan_cpu_fused.h) unless
+  // MTT_TTT_SCAN=reference asks for the op-by-op path.
+  if (cpu_fused_scan_enabled())
+    if (auto r = cpu_fused_scan(in, weights, biases)) return std::move(*r);
   return ttt_scan_reference(in, weights, biases);
 }
 

@@ -36,6 +36,8 @@ struct ScanOutputs {
 };
 
 // Runs the scan from per-element initial states weights[k] [B,H,m_k,m_k+1], biases[k] [B,H,1,m_k+1].
+// Order: registered backends (CUDA), then the fused CPU path for CPU float32/float64
+// (scan_cpu_fused.h; skipped with MTT_TTT_SCAN=reference), then the reference path.
 ScanOutputs ttt_scan(const ScanInputs& in, const std::vector<at::Tensor>& weights,
                      const std::vector<at::Tensor>& biases);
 

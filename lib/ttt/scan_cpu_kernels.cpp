@@ -1,0 +1,292 @@
+// Row/elementwise kernels and the GEMM wrapper of the fused CPU TTT scan (spec ttt.md §2 helpers).
+// The loops are plain C++ the compiler vectorises; target_clones builds AVX-512, AVX2+FMA and
+// baseline versions and picks one at load time (the project compiles without -march).
+#include "ttt/scan_cpu_kernels.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <type_traits>
+
+// Fortran BLAS of the MKL/OpenBLAS that LibTorch's wheel links and exports. Weak: a LibTorch
+// without them falls back to at::addmm_out on views.
+extern "C" {
+void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MTT_SIMD_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define MTT_SIMD_CLONES
+#endif
+
+namespace mtt::ttt::cpu {
+
+namespace {
+
+// sqrt(2/pi), 0.044715 and 3 * 0.044715 * sqrt(2/pi) as the references write them (§2 helpers).
+constexpr double kC = 0.79788456;
+constexpr double kA = 0.044715;
+constexpr double kC3 = 0.1070322243;
+
+template <typename T>
+void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                   int64_t ldb, T beta, T* C, int64_t ldc) {
+  auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = ta ? at::from_blob(const_cast<T*>(A), {K, M}, {lda, 1}, opt).t()
+                    : at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opt);
+  at::Tensor b = tb ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opt).t()
+                    : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opt);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opt);
+  if (beta == T(0)) c.zero_();
+  at::addmm_out(c, c, a, b, beta, alpha);
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemm_) {
+      sgemm_(&tra, &trb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+      return;
+    }
+  } else {
+    if (dgemm_) {
+      dgemm_(&tra, &trb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+      return;
+    }
+  }
+  gemm_fallback(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
+void tanh_inplace(T* x, int64_t n) {
+  at::Tensor v = at::from_blob(x, {n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  v.tanh_();
+}
+
+namespace {
+
+// u = sqrt(2/pi) z (1 + 0.044715 z^2), the tanh argument (§2 helpers).
+template <typename T>
+MTT_SIMD_CLONES void gelu_arg(const T* __restrict z, int64_t n, T* __restrict u) {
+  const T c = static_cast<T>(kC), a = static_cast<T>(kA);
+  for (int64_t i = 0; i < n; ++i) u[i] = c * z[i] * (T(1) + a * z[i] * z[i]);
+}
+
+template <typename T>
+MTT_SIMD_CLONES void gelu_from_tanh(const T* __restrict z, const T* __restrict t, int64_t n, T* __restrict x,
+                                    T* __restrict d) {
+  const T c = static_cast<T>(kC), c3 = static_cast<T>(kC3);
+  for (int64_t i = 0; i < n; ++i) {
+    const T zi = z[i], ti = t[i], h = T(0.5) * (T(1) + ti);
+    x[i] = zi * h;
+    if (d) d[i] = h + T(0.5) * zi * ((T(1) - ti * ti) * (c + c3 * zi * zi));
+  }
+}
+
+template <typename T>
+MTT_SIMD_CLONES void gelu_bwd_from_tanh(const T* __restrict z, const T* __restrict t, int64_t n, T* __restrict x,
+                                        T* __restrict dx, T* __restrict d, T* __restrict d2) {
+  const T c = static_cast<T>(kC), c3 = static_cast<T>(kC3), c3x = static_cast<T>(3.0 * kA * kC);
+  for (int64_t i = 0; i < n; ++i) {
+    const T zi = z[i], ti = t[i], z2 = zi * zi, h = T(0.5) * (T(1) + ti), s = T(1) - ti * ti;
+    const T cl = c + c3 * z2;   // the literal factor of gelu'
+    const T ct = c + c3x * z2;  // d u / dz
+    x[i] = zi * h;
+    dx[i] = h + T(0.5) * zi * s * ct;
+    if (d) {
+      d[i] = h + T(0.5) * zi * (s * cl);
+      d2[i] = s * (T(0.5) * (cl + ct) - zi * ti * cl * ct + c3 * z2);
+    }
+  }
+}
+
+template <typename T>
+MTT_SIMD_CLONES void row_stats(const T* __restrict z, int64_t D, double eps, T& mean, T& rstd) {
+  T s = 0;
+  for (int64_t j = 0; j < D; ++j) s += z[j];
+  const T mu = s / static_cast<T>(D);
+  T v = 0;
+  for (int64_t j = 0; j < D; ++j) v += (z[j] - mu) * (z[j] - mu);
+  mean = mu;
+  rstd = T(1) / std::sqrt(v / static_cast<T>(D) + static_cast<T>(eps));
+}
+
+}  // namespace
+
+template <typename T>
+void gelu_fwd_with_grad(const T* z, int64_t n, T* x, T* d, T* t) {
+  gelu_arg(z, n, t);
+  tanh_inplace(t, n);
+  gelu_from_tanh(z, t, n, x, d);
+}
+
+template <typename T>
+void gelu_fwd(const T* z, int64_t n, T* x, T* t) {
+  gelu_arg(z, n, t);
+  tanh_inplace(t, n);
+  gelu_from_tanh<T>(z, t, n, x, nullptr);
+}
+
+template <typename T>
+void gelu_bwd_prep(const T* z, int64_t n, T* x, T* dx, T* d, T* d2, T* t) {
+  gelu_arg(z, n, t);
+  tanh_inplace(t, n);
+  gelu_bwd_from_tanh(z, t, n, x, dx, d, d2);
+}
+
+template <typename T>
+MTT_SIMD_CLONES void ln_l2_grad_rows(const T* z, const T* xv, const T* xk, const T* gamma, const T* beta, double eps,
+                                     int64_t rows, int64_t D, T* G, T* loss) {
+  const T invD = T(1) / static_cast<T>(D);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * D;
+    const T* vr = xv + r * D;
+    const T* kr = xk + r * D;
+    T mu, rstd;
+    row_stats(zr, D, eps, mu, rstd);
+    // ghat = gamma (gamma zhat + beta - t); G = (ghat - mean ghat - zhat mean(ghat zhat)) rstd.
+    T sg = 0, sgz = 0, sl = 0;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      const T g = gamma[j] * zh + beta[j] - (vr[j] - kr[j]);
+      sl += g * g;
+      const T gh = g * gamma[j];
+      sg += gh;
+      sgz += gh * zh;
+    }
+    if (loss) loss[r] = sl * invD;
+    if (!G) continue;
+    const T mg = sg * invD, mgz = sgz * invD;
+    T* Gr = G + r * D;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      const T gh = (gamma[j] * zh + beta[j] - (vr[j] - kr[j])) * gamma[j];
+      Gr[j] = (gh - mg - zh * mgz) * rstd;
+    }
+  }
+}
+
+template <typename T>
+MTT_SIMD_CLONES void ln_out_rows(const T* z, const T* xq, const T* gamma, const T* beta, double eps, int64_t rows,
+                                 int64_t D, T* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * D;
+    T mu, rstd;
+    row_stats(zr, D, eps, mu, rstd);
+    for (int64_t j = 0; j < D; ++j) out[r * D + j] = xq[r * D + j] + gamma[j] * ((zr[j] - mu) * rstd) + beta[j];
+  }
+}
+
+template <typename T>
+MTT_SIMD_CLONES void ln_out_bwd_rows(const T* dout, const T* z, const T* gamma, double eps, int64_t rows, int64_t D,
+                                     T* dz, T* dgamma, T* dbeta) {
+  const T invD = T(1) / static_cast<T>(D);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * D;
+    const T* dr = dout + r * D;
+    T mu, rstd;
+    row_stats(zr, D, eps, mu, rstd);
+    T s1 = 0, s2 = 0;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      const T dzh = dr[j] * gamma[j];
+      s1 += dzh;
+      s2 += dzh * zh;
+      dgamma[j] += dr[j] * zh;
+      dbeta[j] += dr[j];
+    }
+    const T m1 = s1 * invD, m2 = s2 * invD;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      dz[r * D + j] = rstd * (dr[j] * gamma[j] - m1 - zh * m2);
+    }
+  }
+}
+
+template <typename T>
+MTT_SIMD_CLONES void ln_l2_grad_vjp_rows(const T* z, const T* xv, const T* xk, const T* gamma, const T* beta,
+                                         double eps, const T* dG, int64_t rows, int64_t D, T* dz, T* dt, T* dgamma,
+                                         T* dbeta) {
+  // Forward (per row): zhat = (z - mu) rstd; g = gamma zhat + beta - t; ghat = gamma g;
+  // a = mean ghat; s = mean(ghat zhat); G = rstd (ghat - a - zhat s).
+  // Backward: u = dG rstd; dghat = u - mean u - zhat mean(u zhat);
+  // dzhat = gamma^2 dghat - u s - ghat mean(u zhat); drstd = sum dG (ghat - a - zhat s);
+  // dgamma += dghat (2 gamma zhat + beta - t); dbeta += dghat gamma; dt = -gamma dghat;
+  // dz = rstd (dzhat - mean dzhat - zhat mean(dzhat zhat)) - drstd rstd^2 zhat / D.
+  const T invD = T(1) / static_cast<T>(D);
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * D;
+    const T* vr = xv + r * D;
+    const T* kr = xk + r * D;
+    const T* gr = dG + r * D;
+    T mu, rstd;
+    row_stats(zr, D, eps, mu, rstd);
+    T sg = 0, sgz = 0, su = 0, suz = 0;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      const T gh = (gamma[j] * zh + beta[j] - (vr[j] - kr[j])) * gamma[j];
+      const T u = gr[j] * rstd;
+      sg += gh;
+      sgz += gh * zh;
+      su += u;
+      suz += u * zh;
+    }
+    const T a = sg * invD, s = sgz * invD, mu_u = su * invD, mu_uz = suz * invD;
+    T sdzh = 0, sdzhz = 0, drstd = 0;
+    T* dzr = dz + r * D;
+    T* dtr = dt + r * D;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      const T tj = vr[j] - kr[j];
+      const T gh = (gamma[j] * zh + beta[j] - tj) * gamma[j];
+      const T u = gr[j] * rstd;
+      const T dgh = u - mu_u - zh * mu_uz;
+      const T dzh = gamma[j] * gamma[j] * dgh - u * s - gh * mu_uz;
+      drstd += gr[j] * (gh - a - zh * s);
+      dgamma[j] += dgh * (T(2) * gamma[j] * zh + beta[j] - tj);
+      dbeta[j] += dgh * gamma[j];
+      dtr[j] = -gamma[j] * dgh;
+      dzr[j] = dzh;  // finished below
+      sdzh += dzh;
+      sdzhz += dzh * zh;
+    }
+    const T m1 = sdzh * invD, m2 = sdzhz * invD, k = drstd * rstd * rstd * invD;
+    for (int64_t j = 0; j < D; ++j) {
+      const T zh = (zr[j] - mu) * rstd;
+      dzr[j] = rstd * (dzr[j] - m1 - zh * m2) - k * zh;
+    }
+  }
+}
+
+#define MTT_INSTANTIATE(T)                                                                                        \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, T, T*,   \
+                        int64_t);                                                                                 \
+  template void tanh_inplace<T>(T*, int64_t);                                                                     \
+  template void gelu_fwd_with_grad<T>(const T*, int64_t, T*, T*, T*);                                             \
+  template void gelu_fwd<T>(const T*, int64_t, T*, T*);                                                           \
+  template void gelu_bwd_prep<T>(const T*, int64_t, T*, T*, T*, T*, T*);                                          \
+  template void ln_l2_grad_rows<T>(const T*, const T*, const T*, const T*, const T*, double, int64_t, int64_t, T*, \
+                                   T*);                                                                           \
+  template void ln_out_rows<T>(const T*, const T*, const T*, const T*, double, int64_t, int64_t, T*);             \
+  template void ln_out_bwd_rows<T>(const T*, const T*, const T*, double, int64_t, int64_t, T*, T*, T*);           \
+  template void ln_l2_grad_vjp_rows<T>(const T*, const T*, const T*, const T*, const T*, double, const T*,        \
+                                       int64_t, int64_t, T*, T*, T*, T*);
+
+MTT_INSTANTIATE(float)
+MTT_INSTANTIATE(double)
+
+}  // namespace mtt::ttt::cpu
