@@ -8,7 +8,8 @@
 #   bash bench/slurm_sweep.sh [--json] [--spec SPEC] [--full] [--cpus-per-task N ...] [--repeat N]
 #
 # Defaults: tests/slurm/grid.yaml --reduced (6 points), --cpus-per-task 2 (one task at a time on a
-# 2-CPU node: the same parallelism as --jobs 1) and 1 (as many tasks as CPUs), 3 repeats (medians).
+# 2-CPU node: the same parallelism as --jobs 1) and 1 (as many tasks as CPUs), 3 repeats (medians),
+# stock scheduler settings (MTT_SLURM_SCHEDULER_PARAMETERS=batch_sched_delay=0 for the tuned ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -74,8 +75,9 @@ for cpus in "${cpus_list[@]}"; do
 done
 
 if [ "$json" -eq 1 ]; then
-  printf '{"spec": "%s", "reduced": %s, "points": %s, "repeat": %s, "cpus": %s,\n' \
-    "$(basename "$spec")" "$([ -n "$reduced" ] && echo true || echo false)" "$points" "$repeat" "$(nproc)"
+  printf '{"spec": "%s", "reduced": %s, "points": %s, "repeat": %s, "cpus": %s, "scheduler_parameters": "%s",\n' \
+    "$(basename "$spec")" "$([ -n "$reduced" ] && echo true || echo false)" "$points" "$repeat" "$(nproc)" \
+    "${MTT_SLURM_SCHEDULER_PARAMETERS:-}"
   printf ' "local_jobs1": {"wall_s": %.3f, "runs_per_s": %.3f},\n "slurm": [' "$local_s" "$(echo "$points / $local_s" | bc -l)"
   sep=""
   for row in "${results[@]}"; do
@@ -86,6 +88,7 @@ if [ "$json" -eq 1 ]; then
   done
   printf ']}\n'
 else
+  echo "Slurm SchedulerParameters: ${MTT_SLURM_SCHEDULER_PARAMETERS:-(stock)}"
   printf '%-26s %8s %8s %14s\n' "run ($points points, median of $repeat)" "wall s" "runs/s" "overhead/pt s"
   printf '%-26s %8.2f %8.3f %14s\n' "local --jobs 1" "$local_s" "$(echo "$points / $local_s" | bc -l)" "-"
   for row in "${results[@]}"; do
