@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "app_main.h"
 #include "core/error.h"
 #include "ttt/golden_runner.h"
 
@@ -49,18 +50,5 @@ int main(int argc, char** argv) {
   CLI::App app{"ttt-golden: compare golden reference files with the TTT implementation (JSON)"};
   GoldenOptions o;
   declare(app, o);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
-  }
-  try {
-    return run(o);
-  } catch (const mtt::Error& e) {
-    std::cerr << "ttt-golden: " << e.what() << "\n";
-    return e.exit_status();
-  } catch (const std::exception& e) {
-    std::cerr << "ttt-golden: internal error: " << e.what() << "\n";
-    return mtt::kExitInternal;
-  }
+  return mtt::app::run(app, argc, argv, "ttt-golden", [&] { return run(o); });
 }

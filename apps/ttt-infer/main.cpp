@@ -3,25 +3,33 @@
 #include <cstdio>
 #include <iostream>
 
+#include "app_main.h"
 #include "core/error.h"
 #include "infer/infer.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"ttt-infer: WAV in, WAV out with a Moshi-TTT model, with TTT gate overrides"};
   mtt::infer::InferOptions o;
-  std::string hf_repo, moshi_weight, device = "cpu";
+  std::string hf_repo, moshi_weight;
   std::optional<double> alpha, multiplier;
   std::vector<std::string> per_layer;
   app.add_option("input", o.input, "input audio (any format libsndfile reads, any rate)")->required();
   app.add_option("output", o.output, "output WAV (24 kHz mono), written atomically")->required();
-  app.add_flag("--tiny", o.tiny, "built-in tiny Moshi-TTT + tiny Mimi, random weights (no files needed)");
+  app.add_flag("--tiny", o.tiny,
+               "built-in tiny Moshi-TTT + tiny Mimi, random weights (no files needed); with --checkpoint: the tiny "
+               "model with those weights (its TTT layers are those the file has)");
+  app.add_option("--random-weights", o.random_preset,
+                 "random weights of a preset instead of files, full-size Mimi (speed measurements)")
+      ->check(CLI::IsMember({"medium_300m", "moshiko_7b"}));
+  app.add_option("--ttt-layers", o.ttt_layers, "TTT layers of a random model: none, all, middle or e.g. 29,30,31");
+  app.add_option("--dtype", o.dtype, "LM compute dtype")->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--checkpoint", o.checkpoint, "Moshi-TTT weights: a safetensors file or a moshi-finetune run dir");
   app.add_option("--hf-repo", hf_repo, "local folder holding model.safetensors, the Mimi weights and the tokenizer");
   app.add_option("--moshi-weight", moshi_weight, "Moshi weights (same as --checkpoint)");
   app.add_option("--mimi-weight", o.mimi_weight, "Mimi weights (safetensors)");
   app.add_option("--tokenizer", o.tokenizer, "SentencePiece model (tokenizer_spm_32k_3.model) to print the text");
   app.add_option("--config", o.config, "moshi config.json");
-  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "sampling seed");
   app.add_option("--temp", o.temp, "audio sampling temperature");
   app.add_option("--temp-text", o.temp_text, "text sampling temperature");
@@ -38,12 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--stats-json", o.stats_json, "write gate statistics, transcript, codes and timing as JSON");
   bool no_progress = false;
   app.add_flag("--no-progress", no_progress, "no progress bar on stderr");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
-  }
-  try {
+  return mtt::app::run(app, argc, argv, "ttt-infer", [&] {
     o.progress = !no_progress;
     o.gates.alpha = alpha;
     o.gates.multiplier = multiplier;
@@ -59,19 +62,11 @@ int main(int argc, char** argv) {
       if (o.mimi_weight.empty()) o.mimi_weight = hf_repo + "/tokenizer-e351c8d8-checkpoint125.safetensors";
       if (o.tokenizer.empty()) o.tokenizer = hf_repo + "/tokenizer_spm_32k_3.model";
     }
-    if (device == "cuda")
-      throw mtt::Error("", "--device", "cuda inference is not wired up yet in this build", mtt::ErrorKind::Usage);
     auto r = mtt::infer::run_inference(o, std::cerr);
     std::printf("text: %s\n", r.text.empty() ? "(no tokenizer given; --stats-json has the token ids)" : r.text.c_str());
     std::printf("frames: %lld  audio: %.2f s  wall: %.2f s  real-time factor: %.3f\n",
                 static_cast<long long>(r.frames), r.audio_seconds, r.wall_seconds, r.rtf);
     std::printf("wrote %s\n", o.output.c_str());
     return 0;
-  } catch (const mtt::Error& e) {
-    std::fprintf(stderr, "ttt-infer: %s\n", e.what());
-    return e.exit_status();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ttt-infer: %s\n", e.what());
-    return mtt::kExitInternal;
-  }
+  });
 }

@@ -10,6 +10,7 @@
 
 #include "audit/audit.h"
 #include "audit/render.h"
+#include "app_main.h"
 #include "core/error.h"
 
 namespace {
@@ -98,19 +99,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ttt-inspect: audit a Moshi / Moshi-TTT checkpoint (unused, frozen, gating, dead gradient paths)"};
   Options o;
   declare(app, o);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
-  }
-  try {
-    return run(o);
-  } catch (const mtt::Error& e) {
-    std::fprintf(stderr, "ttt-inspect: %s\n", e.what());
+  return mtt::app::run(app, argc, argv, "ttt-inspect", [&] { return run(o); }, [&](const mtt::Error& e) {
     if (o.json) std::cout << mtt::audit::error_json(e.what(), e.exit_status()).dump() << "\n";
-    return e.exit_status();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ttt-inspect: internal error: %s\n", e.what());
-    return mtt::kExitInternal;
-  }
+  });
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "app_main.h"
 #include "core/error.h"
 #include "plot/figures.h"
 #include "plot/inputs.h"
@@ -113,12 +114,7 @@ int main(int argc, char** argv) {
   auto* st_cmd = app.add_subcommand("style", "print the effective style as JSON");
   st_cmd->add_option("--style", st_file, "JSON style overrides");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
-  }
-  try {
+  return mtt::app::run(app, argc, argv, "ttt-plot", [&] {
     if (*il_cmd) {
       il.title = il_c.title;
       return write(pl::inner_loop_figure(pl::read_inner_loop(il_in), il), il_c);
@@ -141,12 +137,6 @@ int main(int argc, char** argv) {
       std::fputs(pl::style_to_json(st_file.empty() ? pl::default_style() : pl::load_style(st_file)).c_str(), stdout);
       return 0;
     }
-  } catch (const mtt::Error& e) {
-    std::fprintf(stderr, "ttt-plot: %s\n", e.what());
-    return e.exit_status();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ttt-plot: %s\n", e.what());
-    return mtt::kExitInternal;
-  }
-  return 0;
+    return 0;
+  });
 }

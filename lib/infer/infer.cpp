@@ -10,6 +10,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "infer/models.h"
 #include "io/audio.h"
 #include "io/checkpoint.h"
 #include "io/text_tokenizer.h"
@@ -60,37 +61,26 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   // The input first: a bad file fails before any model is built.
   std::vector<float> pcm = io::load_mono(opt.input);
   // --- models ---
-  mimi::MimiConfig mcfg = opt.tiny ? mimi::MimiConfig::tiny() : mimi::MimiConfig::v0_1();
-  std::unique_ptr<mimi::MimiModel> codec;
-  moshi::LMConfig lcfg;
-  if (opt.tiny) {
-    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mcfg, opt.seed));
-    // The tiny Moshi-TTT (every layer hybrid) sized to the tiny codec: its codebooks, 3 for the
-    // model and 3 for the user stream (n_q = 6, the tiny delays), and its codebook size.
-    lcfg = moshi::LMConfig::tiny();
-    lcfg.card = mcfg.quantizer.bins;
-    lcfg.n_q = 2 * mcfg.num_codebooks;
-    lcfg.dep_q = mcfg.num_codebooks;
-    lcfg.ttt.enable = true;
-    lcfg.ttt.layers = "all";
-    lcfg.ttt.mini_batch_size = 1;  // the fork's DiT eta advances its state one full mini-batch at a time
-  } else {
-    if (opt.mimi_weight.empty()) throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
-    if (opt.checkpoint.empty()) throw Error("", "--checkpoint", "a Moshi(-TTT) checkpoint is required (or --tiny)", ErrorKind::Usage);
-    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(opt.mimi_weight, mcfg));
-    lcfg = opt.config.empty() ? moshi::LMConfig::moshiko_7b() : moshi::LMConfig::from_json_file(opt.config);
+  ModelOptions mo;
+  mo.random_preset = opt.tiny ? "tiny" : opt.random_preset;
+  mo.ttt_layers = opt.ttt_layers;
+  mo.checkpoint = opt.checkpoint;
+  mo.mimi_weight = opt.mimi_weight;
+  mo.config = opt.config;
+  mo.seed = opt.seed;
+  if (opt.dtype != "f32" && opt.dtype != "bf16")
+    throw Error("", "--dtype", "expected f32 or bf16, got '" + opt.dtype + "'", ErrorKind::Usage);
+  mo.dtype = opt.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  try {
+    mo.device = at::Device(opt.device);
+  } catch (const std::exception&) {
+    throw Error("", "--device", "expected cpu, cuda or cuda:N, got '" + opt.device + "'", ErrorKind::Usage);
   }
-  codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
-  moshi::LMModel lm(lcfg);
-  if (opt.tiny) {
-    lm.init_random(opt.seed);
-    log << "[tiny] built-in tiny Moshi-TTT and tiny Mimi with random weights (seed " << opt.seed
-        << "): the pipeline runs end to end, the speech is noise.\n";
-  } else {
-    auto rep = lm.load_file(opt.checkpoint);
-    log << "loaded " << opt.checkpoint << ": " << rep.summary() << "\n";
-  }
-  lm.set_requires_grad(false);
+  Models models = build_models(mo, log);
+  mimi::MimiModel* codec = models.codec.get();
+  moshi::LMModel& lm = *models.lm;
+  const moshi::LMConfig& lcfg = lm.config();
+  const mimi::MimiConfig& mcfg = codec->config();
 
   // --- gates: overrides, then the statistics generation will use ---
   InferResult res;
@@ -136,7 +126,7 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   const int64_t n_frames = (static_cast<int64_t>(pcm.size()) + fs - 1) / fs;
   if (n_frames == 0) throw Error(opt.input, "", "no audio frames");
   pcm.resize(static_cast<std::size_t>(n_frames * fs), 0.0f);
-  at::Tensor audio = at::from_blob(pcm.data(), {1, 1, n_frames * fs}, at::kFloat).clone();
+  at::Tensor audio = at::from_blob(pcm.data(), {1, 1, n_frames * fs}, at::kFloat).to(mo.device);
 
   moshi::SamplingOptions so = opt.greedy ? moshi::SamplingOptions::greedy() : moshi::SamplingOptions{};
   if (!opt.greedy) {
@@ -167,7 +157,7 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
     std::vector<int64_t> row;
     for (int64_t k = 0; k < lcfg.dep_q; ++k) row.push_back(audio_codes[0][k][0].item<int64_t>());
     res.audio_codes.push_back(row);
-    at::Tensor y = dec.decode_step(audio_codes).contiguous();
+    at::Tensor y = dec.decode_step(audio_codes.to(mo.device)).to(at::kCPU).contiguous();
     const float* p = y.data_ptr<float>();
     out_pcm.insert(out_pcm.end(), p, p + y.numel());
   }

@@ -22,8 +22,13 @@ struct GateOverride {
 struct InferOptions {
   std::string input, output, stereo_output;
   bool tiny = false;                 // built-in tiny Moshi-TTT + tiny Mimi with random weights
+                                     // (with `checkpoint`: the tiny model with those weights)
+  std::string random_preset;         // random weights of an LMConfig preset (medium_300m, moshiko_7b)
+  std::string ttt_layers;            // TTT layers of a random model ("none", "all", "middle", "29,30,31")
   std::string checkpoint;            // Moshi(-TTT) weights: file or moshi-finetune run dir
   std::string mimi_weight, tokenizer, config;
+  std::string dtype = "f32";         // LM compute dtype: f32 | bf16 (norms, softmax, statistics stay fp32)
+  std::string device = "cpu";        // cpu | cuda | cuda:N
   uint64_t seed = 4242;
   bool greedy = false;
   double temp = 0.8, temp_text = 0.7;

@@ -1,0 +1,54 @@
+#pragma once
+// The models ttt-infer runs (spec moshi.md §6): a Mimi codec and a Moshi(-TTT) LM, either loaded
+// from files or built with deterministic random weights from a preset (the tiny built-in model for
+// newcomers; the 300M and moshiko 7B shapes for speed measurements without released weights).
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "mimi/mimi.h"
+#include "moshi/lm.h"
+
+namespace mtt::infer {
+
+struct ModelOptions {
+  // Random weights from an LMConfig preset ("tiny", "medium_300m", "moshiko_7b"); empty: load files.
+  // "tiny" pairs the tiny LM with the tiny Mimi; the other presets get the full-size Mimi.
+  std::string random_preset;
+  // TTT layers (fork hybrid) of a random preset: "none", "all", "middle" or "29,30,31";
+  // empty = "all" for tiny, "none" otherwise.
+  std::string ttt_layers;
+  std::string checkpoint;    // Moshi(-TTT) weights; with random_preset "tiny": the tiny model's weights
+  std::string mimi_weight;   // Mimi weights (ignored for random presets)
+  std::string config;        // moshi config.json (loaded models; default: moshiko 7B)
+  at::ScalarType dtype = at::kFloat;  // LM compute dtype (bf16 or f32); Mimi stays f32
+  at::Device device = at::kCPU;
+  uint64_t seed = 4242;      // random weights
+};
+
+struct Models {
+  std::unique_ptr<mimi::MimiModel> codec;
+  std::unique_ptr<moshi::LMModel> lm;
+  std::string label;  // what was built, printed before generation ("[tiny] ...", "[random medium_300m] ...")
+};
+
+// The tiny Moshi(-TTT) sized to a codec: its codebook count (model and user streams) and size.
+// ttt_layers "none" = the base model.
+moshi::LMConfig tiny_lm_config(const mimi::MimiConfig& codec, const std::string& ttt_layers);
+
+// The layer indices that carry fork TTT keys (transformer.layers.N.seq_modeling_block.ttt_layer.*)
+// in a checkpoint, as a layer spec ("none" or "0,2,3").
+std::string ttt_layers_of_checkpoint(const std::string& path);
+
+// Builds (and moves to opt.device / opt.dtype) the codec and the LM; errors name the file and key.
+Models build_models(const ModelOptions& opt, std::ostream& log);
+
+// Throws mtt::Error(Usage) naming `flag` when `device` is CUDA and no CUDA device is visible.
+void check_device_available(const at::Device& device, const std::string& flag = "--device");
+
+// Moves every LM parameter to `device` (keeping dtypes).
+void move_lm_to(moshi::LMModel& lm, const at::Device& device);
+
+}  // namespace mtt::infer
