@@ -23,15 +23,17 @@ std::string shq(const std::string& s) {
   return q + "'";
 }
 
-std::string header(const std::string& job, const SlurmOptions& o, const std::string& log_dir) {
+// The summary job only reads the points' result.json files: one CPU and no generic resources, so
+// that it neither holds a GPU nor waits for one after the array (--gres applies to the tasks).
+std::string header(const std::string& job, const SlurmOptions& o, bool summary) {
   std::ostringstream os;
   os << "#!/bin/bash\n";
   os << "#SBATCH --job-name=" << job << "\n";
   if (!o.partition.empty()) os << "#SBATCH --partition=" << o.partition << "\n";
   os << "#SBATCH --time=" << o.time << "\n";
-  os << "#SBATCH --cpus-per-task=" << o.cpus_per_task << "\n";
+  os << "#SBATCH --cpus-per-task=" << (summary ? 1 : o.cpus_per_task) << "\n";
   os << "#SBATCH --mem=" << o.mem << "\n";
-  if (!o.gres.empty()) os << "#SBATCH --gres=" << o.gres << "\n";
+  if (!o.gres.empty() && !summary) os << "#SBATCH --gres=" << o.gres << "\n";
   return os.str();
 }
 
@@ -79,7 +81,7 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   std::string exe = o.exe.find('/') == std::string::npos ? o.exe : fs::absolute(o.exe).lexically_normal().string();
 
   std::ostringstream a;
-  a << header(job, o, log_dir);
+  a << header(job, o, false);
   a << "#SBATCH --array=0-" << (s.tasks - 1);
   if (o.max_parallel > 0) a << "%" << o.max_parallel;
   a << "\n";
@@ -92,7 +94,7 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   s.array_script = a.str();
 
   std::ostringstream m;
-  m << header(job + "-summary", o, log_dir);
+  m << header(job + "-summary", o, true);
   m << "#SBATCH --output=" << log_dir << "/%j-summary.out\n";
   m << "set -euo pipefail\n";
   m << "exec " << shq(exe) << " summarize " << shq(abs_out) << "\n";

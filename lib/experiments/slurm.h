@@ -13,7 +13,7 @@ struct SlurmOptions {
   std::string time = "01:00:00";
   int cpus_per_task = 2;
   std::string mem = "8G";
-  std::string gres;             // e.g. "gpu:1"
+  std::string gres;             // e.g. "gpu:1"; array tasks only (the summary job reads JSON)
   int max_parallel = 0;         // %N throttle on the array; 0 = none
   std::string exe = "ttt-sweep";  // absolute path of the ttt-sweep binary
   bool reduced = false;

@@ -29,36 +29,36 @@ TEST(SlurmScript, SummaryJobAndReducedGrid) {
   SlurmOptions so;
   so.exe = "/opt/bin/ttt-sweep";
   so.gres = "gpu:1";
-  so.cpus_per_task = 1;
+  so.cpus_per_task = 2;
   so.mem = "512M";
   so.time = "00:10:00";
   so.reduced = true;
   auto scripts = make_slurm_scripts(s, "/specs/tiny.yaml", "/scratch/o", so);
   EXPECT_EQ(scripts.tasks, 2u);  // the reduced grid, not the 8 points of the full one
-  const std::string header =
-      "#!/bin/bash\n"
-      "#SBATCH --job-name=ttt-sweep-tiny%s\n"
-      "#SBATCH --time=00:10:00\n"
-      "#SBATCH --cpus-per-task=1\n"
-      "#SBATCH --mem=512M\n"
-      "#SBATCH --gres=gpu:1\n";
-  auto with = [&](const std::string& suffix) {
-    std::string h = header;
-    return h.replace(h.find("%s"), 2, suffix);
-  };
   EXPECT_EQ(scripts.array_script,
-            with("") +
-                "#SBATCH --array=0-1\n"
-                "#SBATCH --output=/scratch/o/slurm/logs/%A_%a.out\n"
-                "# One grid point per array task. --resume makes a re-queued or repeated task a no-op once\n"
-                "# its result.json exists, so requeues never duplicate a result.\n"
-                "set -euo pipefail\n"
-                "exec '/opt/bin/ttt-sweep' run '/specs/tiny.yaml' --out '/scratch/o' --resume --no-progress "
-                "--index \"$SLURM_ARRAY_TASK_ID\" --reduced\n");
-  EXPECT_EQ(scripts.summary_script, with("-summary") +
-                                        "#SBATCH --output=/scratch/o/slurm/logs/%j-summary.out\n"
-                                        "set -euo pipefail\n"
-                                        "exec '/opt/bin/ttt-sweep' summarize '/scratch/o'\n");
+            "#!/bin/bash\n"
+            "#SBATCH --job-name=ttt-sweep-tiny\n"
+            "#SBATCH --time=00:10:00\n"
+            "#SBATCH --cpus-per-task=2\n"
+            "#SBATCH --mem=512M\n"
+            "#SBATCH --gres=gpu:1\n"
+            "#SBATCH --array=0-1\n"
+            "#SBATCH --output=/scratch/o/slurm/logs/%A_%a.out\n"
+            "# One grid point per array task. --resume makes a re-queued or repeated task a no-op once\n"
+            "# its result.json exists, so requeues never duplicate a result.\n"
+            "set -euo pipefail\n"
+            "exec '/opt/bin/ttt-sweep' run '/specs/tiny.yaml' --out '/scratch/o' --resume --no-progress "
+            "--index \"$SLURM_ARRAY_TASK_ID\" --reduced\n");
+  // The summary only reads JSON: one CPU, no GPU held (or waited for) after the array.
+  EXPECT_EQ(scripts.summary_script,
+            "#!/bin/bash\n"
+            "#SBATCH --job-name=ttt-sweep-tiny-summary\n"
+            "#SBATCH --time=00:10:00\n"
+            "#SBATCH --cpus-per-task=1\n"
+            "#SBATCH --mem=512M\n"
+            "#SBATCH --output=/scratch/o/slurm/logs/%j-summary.out\n"
+            "set -euo pipefail\n"
+            "exec '/opt/bin/ttt-sweep' summarize '/scratch/o'\n");
 }
 
 TEST(SlurmScript, PathsAreAbsoluteAndQuoted) {
