@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <sstream>
 
 #include "core/atomic_file.h"
@@ -123,8 +124,11 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
                         const std::function<MicroStep(int, int, double)>& micro_fn, const std::string& run_dir,
                         const json& model_config, const TrainHooks& hooks, bool progress) {
   NamedParams trainable;
+  // A tensor registered under two names (the fork's duplicate original_layer.* copies, lm.cpp) is
+  // one parameter, as in torch's model.parameters(): updated and counted in the norm once.
+  std::set<const void*> seen;
   for (const auto& np : params)
-    if (np.second.requires_grad()) trainable.push_back(np);
+    if (np.second.requires_grad() && seen.insert(np.second.unsafeGetTensorImpl()).second) trainable.push_back(np);
   AdamW opt(trainable, cfg);
   TrainResult result;
   std::ostringstream jsonl;

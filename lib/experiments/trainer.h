@@ -70,7 +70,8 @@ struct TrainResult {
   std::string last_checkpoint;  // path of the last consolidated.safetensors written ("" if none)
 };
 
-// Runs cfg.max_steps optimizer steps of cfg.num_microbatches micro-batches each. Writes
+// Runs cfg.max_steps optimizer steps of cfg.num_microbatches micro-batches each. Parameters that
+// alias one tensor under several names are optimised once (checkpoints keep every name). Writes
 // <run_dir>/metrics.train.jsonl (atomically rewritten every log) and, when run_dir is not empty,
 // checkpoints under <run_dir>/checkpoints/checkpoint_NNNNNN/consolidated/ with `model_config`.
 TrainResult train(const NamedParams& params, const TrainConfig& cfg,
