@@ -157,11 +157,20 @@ TTTSettings ttt_from_node(const YAML::Node& root, const std::string& file) {
     else if (k == "conv_kernel_size") t.conv_kernel_size = yaml_get<int64_t>(v, k, file);
     else if (k == "ttt_lr" || k == "inplace_lr") t.inplace_lr = yaml_get<double>(v, k, file);
     else if (k == "chunk_size") t.inplace_chunk_size = yaml_get<int64_t>(v, k, file);
+    else if (k == "delta_clip_fro_norm") t.inplace_delta_clip = v.IsNull() ? 0.0 : yaml_get<double>(v, k, file);
+    else if (k == "inplace_activation") t.inplace_activation = yaml_get<std::string>(v, k, file);
     else if (k == "log_inner_loop_losses") t.log_inner_loop_losses = yaml_get<bool>(v, k, file);
     // other keys (plot dirs, intervals) belong to the trainer and are ignored here
   }
   if (t.variant != "fork_hybrid" && t.variant != "inplace")
     throw Error(file, "ttt.variant", "unknown variant '" + t.variant + "' (fork_hybrid, inplace)");
+  // In-Place layers are chosen by start_layer / layer_frequency unless `layers` names them
+  // (checkpoint-keys.md §2.1).
+  if (t.variant == "inplace" && !static_cast<const YAML::Node&>(n)["layers"]) t.layers = "inplace";
+  if (t.inplace_activation != "gating" && t.inplace_activation != "gelu" && t.inplace_activation != "silu")
+    throw Error(file, "ttt.inplace_activation", "expected gating, gelu or silu, got '" + t.inplace_activation + "'");
+  if (t.inplace_chunk_size <= 0) throw Error(file, "ttt.chunk_size", "must be positive");
+  if (t.conv_kernel_size <= 0) throw Error(file, "ttt.conv_kernel_size", "must be positive");
   if (t.mini_batch_size <= 0) throw Error(file, "ttt.mini_batch_size", "must be positive");
   if (t.ttt_mlp_layers < 1) throw Error(file, "ttt.ttt_mlp_layers", "must be >= 1");
   if (t.ttt_mlp_expansion_factor <= 0) throw Error(file, "ttt.ttt_mlp_expansion_factor", "must be positive");
@@ -571,6 +580,15 @@ std::string LMConfig::to_json() const {
                 {"ttt_mlp_layers", ttt.ttt_mlp_layers},
                 {"ttt_mlp_expansion_factor", ttt.ttt_mlp_expansion_factor},
                 {"variant", ttt.variant}};
+    if (ttt.variant == "inplace") {
+      j["ttt"]["start_layer"] = ttt.inplace_start_layer;
+      j["ttt"]["layer_frequency"] = ttt.inplace_layer_frequency;
+      j["ttt"]["conv_kernel_size"] = ttt.conv_kernel_size;
+      j["ttt"]["ttt_lr"] = ttt.inplace_lr;
+      j["ttt"]["chunk_size"] = ttt.inplace_chunk_size;
+      j["ttt"]["delta_clip_fro_norm"] = ttt.inplace_delta_clip;
+      j["ttt"]["inplace_activation"] = ttt.inplace_activation;
+    }
   }
   return j.dump(2);
 }

@@ -74,12 +74,17 @@ struct TTTSettings {
   std::string variant = "fork_hybrid";  // fork_hybrid | inplace
   // Fork-faithful switches (ttt.md §6): the fork's forward skips post_norm/wo.
   bool output_post_norm_wo = false;
-  // In-Place TTT (checkpoint-keys.md §2.1): start layer and frequency (used when layers == "inplace").
+  // In-Place TTT (checkpoint-keys.md §2.1): start layer and frequency (used when layers == "inplace",
+  // the default of the inplace variant when the YAML gives no `layers`).
   int64_t inplace_start_layer = 5;
   int64_t inplace_layer_frequency = 6;
   int64_t conv_kernel_size = 2;
   double inplace_lr = 1e-3;
   int64_t inplace_chunk_size = 256;
+  double inplace_delta_clip = 1e-5;             // delta_clip_fro_norm (port default); <= 0: no clip
+  // FFN activation of In-Place layers: "gating" (the LM's own, so a zero target generator is the
+  // base model) or "gelu" (the port's F.gelu, ttt.md §8 / lib/ttt/inplace_ttt.h).
+  std::string inplace_activation = "gating";
   // Figure-5 logging knobs are accepted and kept for the trainer.
   bool log_inner_loop_losses = false;
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "moshi/inplace.h"
 
 namespace mtt::moshi {
 
@@ -79,6 +80,46 @@ void HybridBlock::set_requires_grad(bool on) {
   ttt_->set_requires_grad(on);
   forward_gate_->gating_alpha.requires_grad_(on);
   backward_gate_->gating_alpha.requires_grad_(on);
+}
+
+void LayerTTTState::reset(const at::Tensor& mask) {
+  // TTTState::reset: masked elements back to W0, accumulators zeroed, position 0 (ttt.md §7).
+  if (ttt.defined()) ttt.reset(mask.to(at::kBool));
+  if (inplace) reset_rows(*inplace, mask);
+}
+
+namespace {
+at::Tensor idle_rows(const std::vector<bool>& exec) {
+  std::vector<int64_t> idx;
+  for (size_t b = 0; b < exec.size(); ++b)
+    if (!exec[b]) idx.push_back(static_cast<int64_t>(b));
+  return at::tensor(idx, at::TensorOptions().dtype(at::kLong));
+}
+}  // namespace
+
+std::unique_ptr<LayerTTTState> LayerTTTState::snapshot(const std::vector<bool>& exec) const {
+  auto kept = std::make_unique<LayerTTTState>();
+  if (ttt.defined()) kept->ttt = ttt.select(idle_rows(exec));
+  if (inplace) kept->inplace = copy_rows(*inplace);
+  return kept;
+}
+
+void LayerTTTState::restore(const LayerTTTState& kept, const std::vector<bool>& exec) {
+  if (ttt.defined()) {
+    if (kept.ttt.defined()) {
+      ttt.assign(idle_rows(exec), kept.ttt);
+    } else {  // the state was created by this step: idle rows go back to W0
+      at::Tensor m = at::zeros({static_cast<int64_t>(exec.size())}, at::kBool);
+      for (size_t b = 0; b < exec.size(); ++b) m[static_cast<int64_t>(b)] = !exec[b];
+      ttt.reset(m);
+    }
+  }
+  if (inplace && kept.inplace) restore_rows(*inplace, *kept.inplace, exec);
+}
+
+void LayerTTTState::detach_() {
+  ttt.detach_();
+  if (inplace) detach_rows(*inplace);
 }
 
 std::shared_ptr<LayerTTTState> HybridBlock::new_state(int64_t batch) const {

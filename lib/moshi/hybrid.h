@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "moshi/config.h"
 #include "moshi/transformer.h"
@@ -18,8 +19,20 @@
 
 namespace mtt::moshi {
 
+struct InPlaceRows;  // moshi/inplace.h (opaque here: keeps <torch/nn/module.h> out of this header)
+
+// The TTT part of one layer's streaming state, per batch row.
 struct LayerTTTState {
-  ttt::TTTState ttt;  // adapted inner weights (fork hybrid), per batch element
+  ttt::TTTState ttt;                    // adapted inner weights (fork hybrid), per batch element
+  std::shared_ptr<InPlaceRows> inplace;  // In-Place fast weights and chunk buffers (inplace variant)
+  // Rows with mask[b] (bool [B]) restart from W0; the others are untouched.
+  void reset(const at::Tensor& mask);
+  // Cuts the autograd graph carried by both kinds of state (truncated BPTT between chunks).
+  void detach_();
+  // Exec mask support: a copy of the rows with exec[b] false, and their restoration after a step
+  // in which they took part (their state must not move, streaming.py set_exec_mask).
+  std::unique_ptr<LayerTTTState> snapshot(const std::vector<bool>& exec) const;
+  void restore(const LayerTTTState& kept, const std::vector<bool>& exec);
 };
 
 class HybridBlock {

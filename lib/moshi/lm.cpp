@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "moshi/hybrid.h"
+#include "moshi/inplace.h"
 #include "nn/tensor_io.h"
 
 namespace mtt::moshi {
@@ -18,6 +19,15 @@ namespace {
 
 at::Tensor meta(std::vector<int64_t> shape) {
   return at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+}
+
+// In-Place fast weight W0 and its reset copy: kept f32 whatever the compute dtype (the port,
+// checkpoint-keys.md §2.2).
+bool is_fast_weight(const std::string& name) {
+  auto ends = [&](const std::string& suf) {
+    return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  return ends(".gating.w_down") || ends(".gating.w_down_pretrained");
 }
 
 std::string shape_str(at::IntArrayRef s) {
@@ -142,12 +152,18 @@ void LMModel::build() {
 
   // Hybrid layers (fork layout) on the configured layer indices.
   hybrids_.assign(static_cast<size_t>(cfg_.num_layers), nullptr);
+  inplace_.assign(static_cast<size_t>(cfg_.num_layers), nullptr);
   if (cfg_.ttt.enable) {
-    if (cfg_.ttt.variant != "fork_hybrid")
-      throw Error("", "ttt.variant", "only the fork_hybrid variant is wired into the LM", ErrorKind::Usage);
     for (int l : cfg_.ttt.resolve_layers(cfg_.num_layers)) {
-      hybrids_[static_cast<size_t>(l)] = std::make_shared<HybridBlock>(cfg_, l);
-      transformer_->layers()[static_cast<size_t>(l)].hybrid = hybrids_[static_cast<size_t>(l)];
+      auto& layer = transformer_->layers()[static_cast<size_t>(l)];
+      if (cfg_.ttt.variant == "inplace") {
+        // In-Place TTT replaces the gated FFN's down projection (checkpoint-keys.md §2.1-2.2).
+        inplace_[static_cast<size_t>(l)] = std::make_shared<InPlaceBlock>(cfg_, l);
+        layer.inplace = inplace_[static_cast<size_t>(l)];
+      } else {
+        hybrids_[static_cast<size_t>(l)] = std::make_shared<HybridBlock>(cfg_, l);
+        layer.hybrid = hybrids_[static_cast<size_t>(l)];
+      }
     }
   }
 }
@@ -168,6 +184,8 @@ NamedTensors LMModel::named_parameters() {
       hybrids_[i]->collect(p, out);
     } else {
       layers[i].collect(p, out);
+      // In-Place layers: plain Moshi keys plus the fast weight and target generator under gating.*
+      if (inplace_[i]) inplace_[i]->collect(p + "gating.", out);
     }
   }
   out_norm_.collect("out_norm.", out);
@@ -199,6 +217,13 @@ void LMModel::init_random(uint64_t seed, at::ScalarType dtype) {
         name.find("seq_modeling_block.original_layer.") == std::string::npos) {
       continue;  // TTT parameters keep the TTT layer's own initialisation (ttt.md §1.1)
     }
+    if (is_fast_weight(name)) continue;  // copies of linear_out, set below
+    if (name.find(".target_generator.") != std::string::npos) {
+      // The port's fine-tuning initialiser N(0, 1e-2) (checkpoint-keys.md §2.5).
+      *t = (1e-2 * at::randn(t->sizes().vec(), gen)).to(dtype);
+      seen.insert(t->unsafeGetTensorImpl());
+      continue;
+    }
     auto shape = t->sizes().vec();
     auto ends = [&](const std::string& suf) {
       return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
@@ -220,12 +245,16 @@ void LMModel::init_random(uint64_t seed, at::ScalarType dtype) {
   // Duplicate names point to the same handle (collect on the same layer twice), so one write suffices.
   for (auto& h : hybrids_)
     if (h) h->to(at::kFloat);
+  for (size_t i = 0; i < inplace_.size(); ++i)
+    if (inplace_[i]) inplace_[i]->init_fast_weight_from(transformer_->layers()[i]);
   dtype_ = dtype;
 }
 
 void LMModel::set_requires_grad(bool on) {
-  for (auto& [n, t] : named_parameters())
+  for (auto& [n, t] : named_parameters()) {
+    if (n.size() >= 17 && n.compare(n.size() - 17, 17, "w_down_pretrained") == 0) continue;  // a buffer
     if (t->defined() && at::isFloatingType(t->scalar_type())) t->requires_grad_(on);
+  }
 }
 
 LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, const LoadOptions& opt,
@@ -271,6 +300,17 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
       break;
     }
     if (!renamed) tensors[name] = t;
+  }
+  // 1b. In-Place layers: a file without w_down (the port's TTT-only adapter files, or a base
+  // checkpoint being converted) gets it from linear_out, and w_down_pretrained from w_down, as the
+  // port's loaders do (IPMOSHI loaders.py:L458-473, checkpoint-keys.md §2.2-2.4).
+  for (size_t i = 0; i < inplace_.size(); ++i) {
+    if (!inplace_[i]) continue;
+    const std::string g = "transformer.layers." + std::to_string(i) + ".gating.";
+    if (!tensors.count(g + "w_down") && tensors.count(g + "linear_out.weight"))
+      tensors[g + "w_down"] = tensors[g + "linear_out.weight"].to(at::kFloat).clone();
+    if (!tensors.count(g + "w_down_pretrained") && tensors.count(g + "w_down"))
+      tensors[g + "w_down_pretrained"] = tensors[g + "w_down"].to(at::kFloat).clone();
   }
   // 2. Assign.
   std::set<std::string> ignore(opt.ignore_unexpected.begin(), opt.ignore_unexpected.end());
@@ -321,8 +361,9 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
     // every floating tensor, loaders.py:412-422).
     // TTT branch parameters stay f32 (the inner loop runs in f32, ttt.md §2).
     at::ScalarType want = opt.dtype;
-    if (first_name[ptr].find("seq_modeling_block.") != std::string::npos &&
-        first_name[ptr].find("seq_modeling_block.original_layer.") == std::string::npos)
+    if ((first_name[ptr].find("seq_modeling_block.") != std::string::npos &&
+         first_name[ptr].find("seq_modeling_block.original_layer.") == std::string::npos) ||
+        is_fast_weight(first_name[ptr]))
       want = at::kFloat;
     if (v.scalar_type() != want && at::isFloatingType(v.scalar_type())) {
       v = v.to(want);
@@ -346,14 +387,19 @@ LoadReport LMModel::load_file(const std::string& path, const LoadOptions& opt) {
 
 LMState LMModel::new_state(int64_t batch) {
   LMState s;
-  s.transformer = transformer_->new_state(batch, at::TensorOptions().dtype(dtype_));
+  s.transformer = transformer_->new_state(batch, at::TensorOptions().dtype(dtype_).device(text_emb_.weight.device()));
   for (size_t i = 0; i < hybrids_.size(); ++i)
     if (hybrids_[i]) s.transformer.ttt[i] = hybrids_[i]->new_state(batch);
+  for (size_t i = 0; i < inplace_.size(); ++i) {
+    if (!inplace_[i]) continue;
+    s.transformer.ttt[i] = std::make_shared<LayerTTTState>();
+    s.transformer.ttt[i]->inplace = inplace_[i]->new_state(batch);
+  }
   return s;
 }
 
 TransformerState LMModel::new_depformer_state(int64_t batch) {
-  return depformer_->new_state(batch, at::TensorOptions().dtype(dtype_));
+  return depformer_->new_state(batch, at::TensorOptions().dtype(dtype_).device(text_emb_.weight.device()));
 }
 
 std::pair<at::Tensor, at::Tensor> LMModel::forward_text(const at::Tensor& seq, LMState* state) {
@@ -368,7 +414,8 @@ std::pair<at::Tensor, at::Tensor> LMModel::forward_text(const at::Tensor& seq, L
   }
   at::Tensor te = text_emb_(seq.select(1, 0));
   x = x.defined() ? x + te : te;
-  at::Tensor h = transformer_->forward(x, state ? &state->transformer : nullptr);
+  // The summed embeddings are also the In-Place target source (IPMOSHI lm.py:L448-470, ttt.md §8).
+  at::Tensor h = transformer_->forward(x, state ? &state->transformer : nullptr, x);
   h = out_norm_(h);
   at::Tensor text_logits = text_linear_(h).unsqueeze(1);
   return {h, text_logits};

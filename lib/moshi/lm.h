@@ -52,6 +52,9 @@ struct LoadReport {
 // per time step (moshi.md §2.6).
 struct LMState {
   TransformerState transformer;
+  // Per-row reset (upstream LMModel.reset_streaming(reset_mask)): rows with mask[b] (bool [B])
+  // restart from position 0 with empty KV rows and TTT state rows back to W0; other rows untouched.
+  void reset(const at::Tensor& mask) { transformer.reset(mask); }
 };
 
 class LMModel {
@@ -118,6 +121,7 @@ class LMModel {
   std::vector<Norm> depformer_norms_;  // empty = Identity
   std::vector<Linear> linears_;
   std::vector<std::shared_ptr<class HybridBlock>> hybrids_;  // per main layer (null when plain)
+  std::vector<std::shared_ptr<class InPlaceBlock>> inplace_;  // per main layer (null unless In-Place TTT)
   std::shared_ptr<void> keep_alive_;   // mmap'd file of zero-copy parameters
 };
 

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "moshi/lm.h"
 
@@ -34,15 +35,30 @@ class LMGen {
   LMGen(LMModel& model, SamplingOptions opt, uint64_t seed = 4242);
   // Starts a new stream of `batch` rows (fresh KV caches, TTT states, delay cache, offsets).
   void reset(int64_t batch);
+  // Per-row reset for batched serving (upstream LMGen.reset_streaming(reset_mask), lm.py
+  // _LMGenState.reset): rows with mask[b] (bool [B]) restart at offset 0 (start tokens, empty KV
+  // rows, TTT rows back to W0); their delay-cache columns are not cleared, as upstream, because a
+  // restarted row only reads columns it has written since. The host step counter restarts too, so
+  // step() returns an undefined tensor for the next max_delay steps unless support_out_of_sync.
+  void reset(const at::Tensor& mask);
+  // LMGen.set_exec_mask (streaming.py): rows with mask[b] false take part in the next steps (on
+  // start tokens) but nothing of theirs moves: offsets, delay cache, KV and TTT rows; their output
+  // rows hold -2. A per-row reset makes a row execute again.
+  void set_exec_mask(const at::Tensor& mask);
+  // Upstream's support_out_of_sync: always return tokens, with -2 (ungenerated) in the rows that
+  // are still priming after their reset.
+  void set_support_out_of_sync(bool on) { out_of_sync_ = on; }
   // user_codes [B, n_q - dep_q, 1] (extra codebooks ignored). Returns [B, 1 + dep_q, 1] aligned
-  // tokens (text, audio 0..dep_q-1), or an undefined tensor while the first max_delay steps prime.
+  // tokens (text, audio 0..dep_q-1), or an undefined tensor while the first max_delay steps prime
+  // (rows still priming after a per-row reset hold -2).
   at::Tensor step(const at::Tensor& user_codes);
   // The same, with the depformer's audio tokens replaced by `forced` [B, dep_q] (teacher forcing).
   at::Tensor step_forced(const at::Tensor& user_codes, const at::Tensor& forced);
 
   at::Tensor last_text_logits() const { return last_text_logits_; }  // [B, text_card_out], f32
   at::Tensor last_hidden() const { return last_hidden_; }            // [B, 1, dim]
-  int64_t offset() const { return offset_; }
+  int64_t offset() const { return offset_cpu_; }                 // host steps since the last reset
+  const std::vector<int64_t>& offsets() const { return offsets_; }  // per row
   at::Generator& generator() { return gen_; }
   LMState& state() { return state_; }
 
@@ -51,8 +67,12 @@ class LMGen {
   LMModel& model_;
   SamplingOptions opt_;
   at::Generator gen_;
-  int64_t batch_ = 0, offset_ = 0;
+  int64_t batch_ = 0, offset_cpu_ = 0;
+  std::vector<int64_t> offsets_;  // per row (upstream _LMGenState.offsets)
+  std::vector<bool> exec_;        // per row (upstream State.exec_mask)
+  bool out_of_sync_ = false;
   at::Tensor cache_;    // [B, K, max_delay + 2] int64, -2 = ungenerated
+  at::Device device_ = at::kCPU;  // where the model's parameters live (inputs go there)
   at::Tensor initial_;  // [1, K, 1]
   LMState state_;
   at::Tensor last_text_logits_, last_hidden_;

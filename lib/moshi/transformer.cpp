@@ -1,9 +1,11 @@
 #include "moshi/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 #include "moshi/hybrid.h"
+#include "moshi/inplace.h"
 
 namespace mtt::moshi {
 
@@ -41,51 +43,125 @@ void Norm::collect(const std::string& prefix, NamedTensors& out) {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> KVCache::complete(const at::Tensor& k, const at::Tensor& v) {
-  // transformer.py:238-288: step j goes to slot (E + j) % capacity; slot i then holds absolute
-  // position L + d (d = i - L % capacity <= 0) or L + d - capacity, L = E + T - 1; unwritten
-  // slots get -1.
+namespace {
+
+// Writes T steps of rows [b0, b0 + n) that share the ring write offset `e` (transformer.py:238-288:
+// step j goes to slot (e + j) % capacity; only the last `capacity` steps survive a long call).
+void ring_write(at::Tensor& keys, at::Tensor& values, int64_t b0, int64_t n, int64_t e, int64_t cap,
+                const at::Tensor& k, const at::Tensor& v) {
   const int64_t T = k.size(2);
-  const int64_t cap = capacity;
+  at::Tensor kd = keys.narrow(0, b0, n), vd = values.narrow(0, b0, n);
+  at::Tensor ks = k.narrow(0, b0, n), vs = v.narrow(0, b0, n);
   if (T >= cap) {
-    // Only the last `cap` steps survive; write them in order (same final slots as sequential writes).
     for (int64_t j = T - cap; j < T; ++j) {
-      const int64_t slot = (end_offset + j) % cap;
-      keys.select(2, slot).copy_(k.select(2, j));
-      values.select(2, slot).copy_(v.select(2, j));
+      const int64_t slot = (e + j) % cap;
+      kd.select(2, slot).copy_(ks.select(2, j));
+      vd.select(2, slot).copy_(vs.select(2, j));
     }
-  } else {
-    const int64_t start = end_offset % cap;
-    const int64_t first = std::min(T, cap - start);
-    keys.narrow(2, start, first).copy_(k.narrow(2, 0, first));
-    values.narrow(2, start, first).copy_(v.narrow(2, 0, first));
-    if (first < T) {
-      keys.narrow(2, 0, T - first).copy_(k.narrow(2, first, T - first));
-      values.narrow(2, 0, T - first).copy_(v.narrow(2, first, T - first));
-    }
+    return;
   }
-  const int64_t last = end_offset + T - 1;
-  const int64_t end_index = last % cap;
-  std::vector<int64_t> pos(static_cast<size_t>(cap));
-  end_offset += T;
+  const int64_t start = e % cap;
+  const int64_t first = std::min(T, cap - start);
+  kd.narrow(2, start, first).copy_(ks.narrow(2, 0, first));
+  vd.narrow(2, start, first).copy_(vs.narrow(2, 0, first));
+  if (first < T) {
+    kd.narrow(2, 0, T - first).copy_(ks.narrow(2, first, T - first));
+    vd.narrow(2, 0, T - first).copy_(vs.narrow(2, first, T - first));
+  }
+}
+
+// Absolute position held by each slot after a write of T steps at offset e: slot i holds L + d
+// (d = i - L % capacity <= 0) or L + d - capacity, L = e + T - 1; slots at or past the row's new
+// end offset `end` (e + T, or e for a row that does not execute) get -1 (RingKVCache.complete).
+void ring_positions(int64_t e, int64_t T, int64_t cap, int64_t end, int64_t* pos) {
+  const int64_t last = e + T - 1, end_index = last % cap;
   for (int64_t i = 0; i < cap; ++i) {
     const int64_t d = i - end_index;
-    pos[i] = d <= 0 ? last + d : last + d - cap;
-    if (i >= end_offset) pos[i] = -1;
+    pos[i] = i >= end ? -1 : (d <= 0 ? last + d : last + d - cap);
   }
-  at::Tensor positions = at::tensor(pos, at::TensorOptions().dtype(at::kLong)).to(k.device());
+}
+
+bool all_equal(const std::vector<int64_t>& v) {
+  return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v.front(); });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> KVCache::complete(const at::Tensor& k, const at::Tensor& v,
+                                                                 const std::vector<bool>& exec) {
+  const int64_t B = k.size(0), T = k.size(2), cap = capacity;
+  if (static_cast<int64_t>(end_offsets.size()) != B)
+    throw Error("", "kv_cache", "batch " + std::to_string(B) + " != cache rows " + std::to_string(end_offsets.size()),
+                ErrorKind::Internal);
+  auto runs = [&](int64_t b) { return exec.empty() || exec[static_cast<size_t>(b)]; };
+  const bool all_run = std::all_of(exec.begin(), exec.end(), [](bool e) { return e; });
+  const bool uniform = all_equal(end_offsets) && all_run;
+  std::vector<int64_t> pos(static_cast<size_t>((uniform ? 1 : B) * cap));
+  if (uniform) {
+    ring_write(keys, values, 0, B, end_offsets[0], cap, k, v);
+    ring_positions(end_offsets[0], T, cap, end_offsets[0] + T, pos.data());
+  } else {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t e = end_offsets[static_cast<size_t>(b)];
+      ring_write(keys, values, b, 1, e, cap, k, v);
+      ring_positions(e, T, cap, runs(b) ? e + T : e, pos.data() + b * cap);
+    }
+  }
+  for (int64_t b = 0; b < B; ++b)
+    if (runs(b)) end_offsets[static_cast<size_t>(b)] += T;
+  at::Tensor positions =
+      at::tensor(pos, at::TensorOptions().dtype(at::kLong)).view({uniform ? 1 : B, cap}).to(k.device());
   return {keys, values, positions};
 }
 
-std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tensor& k, int64_t offset,
+void KVCache::reset(const std::vector<bool>& mask) {
+  for (size_t b = 0; b < end_offsets.size() && b < mask.size(); ++b)
+    if (mask[b]) end_offsets[b] = 0;
+}
+
+bool TransformerState::uniform() const { return offsets.empty() || all_equal(offsets); }
+
+void TransformerState::reset(const at::Tensor& mask_in) {
+  at::Tensor mask = mask_in.to(at::kCPU).to(at::kBool).contiguous();
+  if (mask.dim() != 1 || mask.size(0) != batch)
+    throw Error("", "reset_mask", "expected a bool mask of " + std::to_string(batch) + " rows", ErrorKind::Usage);
+  std::vector<bool> m(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) m[static_cast<size_t>(b)] = mask[b].item<bool>();
+  for (int64_t b = 0; b < batch; ++b)
+    if (m[static_cast<size_t>(b)]) offsets[static_cast<size_t>(b)] = 0;
+  offset_cpu = 0;  // _MHAState / _LayerState.reset set offset_cpu = 0 whatever the mask
+  for (auto& c : kv) c.reset(m);
+  for (auto& t : ttt)
+    if (t) t->reset(mask);
+  for (size_t b = 0; b < exec.size(); ++b)
+    if (m[b]) exec[b] = true;  // State.reset: reset rows execute again
+}
+
+void TransformerState::set_exec_mask(const at::Tensor& mask_in) {
+  at::Tensor mask = mask_in.to(at::kCPU).to(at::kBool).contiguous();
+  if (mask.dim() != 1 || mask.size(0) != batch)
+    throw Error("", "exec_mask", "expected a bool mask of " + std::to_string(batch) + " rows", ErrorKind::Usage);
+  exec.assign(static_cast<size_t>(batch), true);
+  for (int64_t b = 0; b < batch; ++b) exec[static_cast<size_t>(b)] = mask[b].item<bool>();
+}
+
+bool StepPositions::all_exec() const {
+  return std::all_of(exec.begin(), exec.end(), [](bool e) { return e; });
+}
+
+at::Tensor StepPositions::tensor(const at::Device& device) const {
+  return at::tensor(offsets, at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
+std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& offsets,
                                              double max_period, bool interleave) {
   // rope.py:12-82: freqs_i = exp(-ln(max_period) * 2i / D), angles in f32, rotation in f32,
-  // cast back to the q/k dtype.
+  // cast back to the q/k dtype; row b at positions offsets[b] + t.
   const int64_t T = q.size(2), D = q.size(3);
   auto f32 = at::TensorOptions().dtype(at::kFloat).device(q.device());
   at::Tensor ds = at::arange(D / 2, f32);
   at::Tensor freqs = at::exp(ds * (-std::log(max_period) * 2.0 / static_cast<double>(D)));
-  at::Tensor ts = (at::arange(T, f32) + static_cast<double>(offset)).view({1, 1, T, 1});
+  at::Tensor ts = at::arange(T, f32).view({1, 1, T, 1}) + offsets.to(at::kFloat).view({-1, 1, 1, 1});
   at::Tensor rotr = at::cos(freqs * ts), roti = at::sin(freqs * ts);
   auto rot = [&](const at::Tensor& x) {
     at::Tensor xr, xi;
@@ -105,26 +181,27 @@ std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tens
   return {rot(q), rot(k)};
 }
 
-at::Tensor sin_embedding(int64_t offset, int64_t T, int64_t C, double max_period, at::ScalarType dtype) {
+at::Tensor sin_embedding(const at::Tensor& offsets, int64_t T, int64_t C, double max_period, at::ScalarType dtype) {
   // create_sin_embedding (transformer.py:139-164), computed in the activation dtype as upstream.
-  auto o = at::TensorOptions().dtype(dtype);
+  auto o = at::TensorOptions().dtype(dtype).device(offsets.device());
   const int64_t half = C / 2;
-  at::Tensor positions = (at::arange(T, at::TensorOptions().dtype(at::kLong)) + offset).view({1, -1, 1}).to(dtype);
+  at::Tensor positions =
+      (at::arange(T, offsets.options().dtype(at::kLong)).view({1, -1, 1}) + offsets.view({-1, 1, 1})).to(dtype);
   at::Tensor adim = at::arange(half, o).view({1, 1, -1});
   at::Tensor mp = at::full({}, max_period, o);
   at::Tensor phase = positions / at::pow(mp, adim / static_cast<double>(half - 1));
   return at::cat({at::cos(phase), at::sin(phase)}, -1);
 }
 
-at::Tensor TransformerLayer::attention(const at::Tensor& x, int64_t offset, KVCache* kv) const {
+at::Tensor TransformerLayer::attention(const at::Tensor& x, const StepPositions& pos, KVCache* kv) const {
   const int64_t B = x.size(0), T = x.size(1), D = cfg->d_model, H = cfg->num_heads, hd = D / H;
   const int64_t sets = static_cast<int64_t>(in_projs.size());
-  // apply_weights_per_step (transformer.py:291-318): time index offset + t picks the weight set.
+  // apply_weights_per_step (transformer.py:291-318): host step offset_cpu + t picks the weight set.
   auto per_step = [&](const std::vector<Linear>& mods, const at::Tensor& in) {
     if (sets == 1) return mods[0](in);
     std::vector<at::Tensor> ys;
     ys.reserve(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t) ys.push_back(mods[cfg->weight_index(offset + t)](in.narrow(1, t, 1)));
+    for (int64_t t = 0; t < T; ++t) ys.push_back(mods[cfg->weight_index(pos.offset_cpu + t)](in.narrow(1, t, 1)));
     return at::cat(ys, 1);
   };
   at::Tensor projected = per_step(in_projs, x);
@@ -142,17 +219,19 @@ at::Tensor TransformerLayer::attention(const at::Tensor& x, int64_t offset, KVCa
     k = kvp[0];
     v = kvp[1];
   }
+  const at::Tensor offsets = pos.tensor(x.device());  // [B or 1]
   const PosEmb pe = cfg->positional_embedding;
   if (pe == PosEmb::rope || pe == PosEmb::sin_rope || pe == PosEmb::rope_concat)
-    std::tie(q, k) = apply_rope(q, k, offset, cfg->max_period, pe != PosEmb::rope_concat);
+    std::tie(q, k) = apply_rope(q, k, offsets, cfg->max_period, pe != PosEmb::rope_concat);
 
-  at::Tensor pos_k;
+  at::Tensor pos_k;  // [B or 1, S]
+  const at::Tensor steps = at::arange(T, at::TensorOptions().dtype(at::kLong).device(x.device()));
   if (kv != nullptr) {
-    std::tie(k, v, pos_k) = kv->complete(k, v);
+    std::tie(k, v, pos_k) = kv->complete(k, v, pos.exec);
   } else {
     k = k.contiguous();
     v = v.contiguous();
-    pos_k = at::arange(T, at::TensorOptions().dtype(at::kLong).device(x.device())) + offset;
+    pos_k = steps.view({1, -1}) + offsets.view({-1, 1});
   }
   if (cfg->kv_repeat > 1) {
     k = k.repeat_interleave(cfg->kv_repeat, 1);
@@ -160,19 +239,28 @@ at::Tensor TransformerLayer::attention(const at::Tensor& x, int64_t offset, KVCa
   }
   std::optional<at::Tensor> mask;
   if (cfg->causal) {
-    // attend iff pos_k >= 0, pos_q - pos_k >= 0 and (< context) (transformer.py:574-585)
-    at::Tensor pos_q = (at::arange(T, pos_k.options()) + offset).view({-1, 1});
-    at::Tensor delta = pos_q - pos_k.view({1, -1});
-    at::Tensor m = (pos_k.view({1, -1}) >= 0) & (delta >= 0);
+    // attend iff pos_k >= 0, pos_q - pos_k >= 0 and (< context) (transformer.py:574-585), per row.
+    at::Tensor pos_q = offsets.view({-1, 1, 1}) + steps.view({1, -1, 1});  // [B or 1, T, 1]
+    at::Tensor pk = pos_k.unsqueeze(1);                                       // [B or 1, 1, S]
+    at::Tensor delta = pos_q - pk;
+    at::Tensor m = (pk >= 0) & (delta >= 0);
     if (cfg->context) m = m & (delta < *cfg->context);
-    mask = m;
+    mask = m.unsqueeze(1);  // [B or 1, 1, T, S]
   }
-  at::Tensor y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false);
+  at::Tensor y;
+  if (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble) {
+    y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false);
+  } else {
+    // bf16/f16 compute: scores and softmax in f32 (docs/conventions.md, statistics in fp32), the
+    // result cast back to the compute dtype.
+    y = at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), mask, 0.0, false)
+            .to(q.scalar_type());
+  }
   y = y.transpose(1, 2).reshape({B, T, D});
   return per_step(out_projs, y);
 }
 
-at::Tensor TransformerLayer::ffn(const at::Tensor& x, int64_t offset) const {
+at::Tensor TransformerLayer::ffn(const at::Tensor& x, int64_t offset_cpu) const {
   const int64_t T = x.size(1);
   if (gating_in.empty()) {
     // linear2(gelu(linear1(x))), exact GELU (transformer.py:695-707).
@@ -197,18 +285,24 @@ at::Tensor TransformerLayer::ffn(const at::Tensor& x, int64_t offset) const {
   if (gating_in.size() == 1) return gated(0, x);
   std::vector<at::Tensor> ys;
   for (int64_t t = 0; t < T; ++t)
-    ys.push_back(gated(static_cast<size_t>(cfg->weight_index(offset + t)), x.narrow(1, t, 1)));
+    ys.push_back(gated(static_cast<size_t>(cfg->weight_index(offset_cpu + t)), x.narrow(1, t, 1)));
   return at::cat(ys, 1);
 }
 
-at::Tensor TransformerLayer::forward(const at::Tensor& x, int64_t offset, KVCache* kv, LayerTTTState* ttt) {
+at::Tensor TransformerLayer::forward(const at::Tensor& x, const StepPositions& pos, KVCache* kv, LayerTTTState* ttt,
+                                     const at::Tensor& target_source) {
   // Pre-norm residual blocks (transformer.py:752-802); residual add in the update's dtype.
-  at::Tensor upd = attention(norm1(x), offset, kv);
+  at::Tensor upd = attention(norm1(x), pos, kv);
   if (layer_scale_1.defined()) upd = layer_scale_1 * upd;
   at::Tensor h = x.to(upd.scalar_type()) + upd;
+  // Rows that do not execute keep their TTT state: snapshot them, restore after the step.
+  std::unique_ptr<LayerTTTState> kept;
+  if (ttt && !pos.all_exec()) kept = ttt->snapshot(pos.exec);
   if (hybrid) h = hybrid->forward(h, ttt);  // fork: attention -> gated TTT -> FFN
   at::Tensor n2 = norm2(h);
-  at::Tensor f = ffn_override ? ffn_override(n2, ttt) : ffn(n2, offset);
+  // In-Place TTT replaces the gated FFN's down projection by the fast weight (ttt.md §8).
+  at::Tensor f = inplace ? inplace->forward(*this, n2, target_source, ttt) : ffn(n2, pos.offset_cpu);
+  if (kept) ttt->restore(*kept, pos.exec);
   if (layer_scale_2.defined()) f = layer_scale_2 * f;
   return h.to(f.scalar_type()) + f;
 }
@@ -278,10 +372,11 @@ StreamingTransformer::StreamingTransformer(TransformerConfig cfg) : cfg_(std::mo
   }
 }
 
+
 TransformerState StreamingTransformer::new_state(int64_t batch, const at::TensorOptions& opts) const {
   TransformerState st;
   st.batch = batch;
-  st.offset = 0;
+  st.offsets.assign(static_cast<size_t>(batch), 0);
   const int64_t cap = cfg_.kv_capacity();
   if (cap <= 0)
     throw Error("", "context", "streaming needs a finite context (ring KV capacity)", ErrorKind::Usage);
@@ -291,24 +386,40 @@ TransformerState StreamingTransformer::new_state(int64_t batch, const at::Tensor
     c.capacity = cap;
     c.keys = at::zeros({batch, kvh, cap, hd}, opts);
     c.values = at::zeros({batch, kvh, cap, hd}, opts);
+    c.end_offsets.assign(static_cast<size_t>(batch), 0);
     st.kv.push_back(std::move(c));
     st.ttt.push_back(nullptr);
   }
   return st;
 }
 
-at::Tensor StreamingTransformer::forward(const at::Tensor& x_in, TransformerState* state) {
+at::Tensor StreamingTransformer::forward(const at::Tensor& x_in, TransformerState* state,
+                                         const at::Tensor& target_source) {
   const int64_t T = x_in.size(1), C = x_in.size(2);
-  const int64_t offset = state ? state->offset : 0;
+  StepPositions pos;
+  if (state) {
+    if (static_cast<int64_t>(state->offsets.size()) != x_in.size(0))
+      throw Error("", "state", "streaming state has " + std::to_string(state->offsets.size()) + " rows, input " +
+                                   std::to_string(x_in.size(0)), ErrorKind::Usage);
+    if (state->uniform()) pos.offsets = {state->offsets.empty() ? 0 : state->offsets[0]};
+    else pos.offsets = state->offsets;
+    pos.offset_cpu = state->offset_cpu;
+    if (!std::all_of(state->exec.begin(), state->exec.end(), [](bool e) { return e; })) pos.exec = state->exec;
+  }
   at::Tensor x = x_in;
   if (cfg_.positional_embedding == PosEmb::sin || cfg_.positional_embedding == PosEmb::sin_rope)
-    x = x + cfg_.positional_scale * sin_embedding(offset, T, C, cfg_.max_period, x.scalar_type()).to(x.device());
+    x = x + cfg_.positional_scale * sin_embedding(pos.tensor(x.device()), T, C, cfg_.max_period, x.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {
     KVCache* kv = state ? &state->kv[i] : nullptr;
     LayerTTTState* tst = state ? state->ttt[i].get() : nullptr;
-    x = layers_[i].forward(x, offset, kv, tst);
+    x = layers_[i].forward(x, pos, kv, tst, target_source);
   }
-  if (state) state->offset += T;
+  if (state) {
+    // offsets move only where the row executes; offset_cpu always (transformer.py).
+    for (size_t b = 0; b < state->offsets.size(); ++b)
+      if (pos.exec.empty() || pos.exec[b]) state->offsets[b] += T;
+    state->offset_cpu += T;
+  }
   return x.to(x_in.scalar_type());
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <tuple>
 #include <vector>
 
 #include "moshi/config.h"
@@ -36,27 +37,57 @@ struct Norm {
   void collect(const std::string& prefix, NamedTensors& out);
 };
 
-// The ring KV cache of one attention module (transformer.py:196-288). One write offset for the
-// whole batch (all rows step together).
+// The ring KV cache of one attention module (transformer.py RingKVCache, respect_exec_mask form):
+// one write offset per batch row, so rows can restart independently (per-row reset, moshi.md §6.3).
 struct KVCache {
-  at::Tensor keys, values;  // [B, H, capacity, head_dim]
+  at::Tensor keys, values;            // [B, H, capacity, head_dim]
   int64_t capacity = 0;
-  int64_t end_offset = 0;   // number of steps written so far
-  // Writes T new steps, returns (keys, values, positions [capacity]) with -1 for empty slots.
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> complete(const at::Tensor& k, const at::Tensor& v);
+  std::vector<int64_t> end_offsets;   // per row: number of steps written since the row's last reset
+  // Writes T new steps of every row, returns (keys, values, positions [B or 1, capacity]) with -1
+  // for slots a row has not written since its last reset.
+  // exec (empty: every row): rows with exec[b] false are written (slot reused by their next real
+  // step) but do not advance, as upstream's respect_exec_mask cache.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> complete(const at::Tensor& k, const at::Tensor& v,
+                                                          const std::vector<bool>& exec = {});
+  // RingKVCache.reset: rows with mask[b] restart at slot 0; their old keys/values stay in memory
+  // but are masked out (positions -1) until overwritten, as upstream does.
+  void reset(const std::vector<bool>& mask);
 };
 
-class HybridBlock;   // moshi/hybrid.h: gated TTT between attention and FFN (fork layout)
+class HybridBlock;     // moshi/hybrid.h: gated TTT between attention and FFN (fork layout)
+class InPlaceBlock;    // moshi/inplace.h: In-Place TTT on the gated FFN (checkpoint-keys.md §2)
 struct LayerTTTState;  // moshi/hybrid.h
 
-// Streaming state of one StreamingTransformer (offsets as upstream: `offset` of the attention
-// (RoPE/mask position) and `offset_cpu` (per-step weight index) move together here).
+// Streaming state of one StreamingTransformer. Upstream keeps `offsets` [B] (positions: RoPE, sin
+// embedding, causal mask) and `offset_cpu` (weights-per-step index, reset to 0 by any reset);
+// both are kept here on the host.
 struct TransformerState {
   int64_t batch = 0;
-  int64_t offset = 0;
+  std::vector<int64_t> offsets;                       // per row
+  int64_t offset_cpu = 0;
   std::vector<KVCache> kv;                            // one per layer
-  std::vector<std::shared_ptr<LayerTTTState>> ttt;    // one per layer (null when not hybrid)
+  std::vector<std::shared_ptr<LayerTTTState>> ttt;    // one per layer (null when not TTT)
+  std::vector<bool> exec;                             // per row; empty = every row executes
   bool defined() const { return batch > 0; }
+  bool uniform() const;                               // all rows at the same offset
+  // reset_streaming(reset_mask) (streaming.py): rows with mask[b] (bool [B]) restart from
+  // position 0 with empty KV rows and TTT state rows back to W0, and execute again; the other
+  // rows are untouched.
+  void reset(const at::Tensor& mask);
+  // set_exec_mask (streaming.py): rows with mask[b] false still take part in the calls but their
+  // state does not move (offsets, KV rows, TTT rows), "as if the step had never happened".
+  void set_exec_mask(const at::Tensor& mask);
+};
+
+// Positions of one call: offsets per row (size 1 when every row shares it) and the host step
+// counter that picks per-step weights.
+struct StepPositions {
+  std::vector<int64_t> offsets{0};
+  int64_t offset_cpu = 0;
+  std::vector<bool> exec;  // empty: every row executes
+  bool all_exec() const;
+  bool uniform() const { return offsets.size() == 1; }
+  at::Tensor tensor(const at::Device& device) const;  // int64 [offsets.size()]
 };
 
 struct TransformerLayer {
@@ -67,12 +98,14 @@ struct TransformerLayer {
   Linear linear1, linear2;                    // plain FFN (gating == "none")
   at::Tensor layer_scale_1, layer_scale_2;    // [D] when layer_scale is set
   std::shared_ptr<HybridBlock> hybrid;        // TTT branch (fork hybrid), else null
-  std::function<at::Tensor(const at::Tensor&, LayerTTTState*)> ffn_override;  // In-Place TTT FFN
+  std::shared_ptr<InPlaceBlock> inplace;      // In-Place TTT FFN, else null
 
-  // x [B, T, D]; kv == nullptr: non-streaming (positions 0..T-1 from `offset`).
-  at::Tensor forward(const at::Tensor& x, int64_t offset, KVCache* kv, LayerTTTState* ttt);
-  at::Tensor attention(const at::Tensor& x, int64_t offset, KVCache* kv) const;
-  at::Tensor ffn(const at::Tensor& x, int64_t offset) const;
+  // x [B, T, D]; kv == nullptr: non-streaming (positions offset..offset+T-1). target_source: the
+  // In-Place target generator's input (summed token embeddings, ttt.md §8), [B, T, D].
+  at::Tensor forward(const at::Tensor& x, const StepPositions& pos, KVCache* kv, LayerTTTState* ttt,
+                     const at::Tensor& target_source = {});
+  at::Tensor attention(const at::Tensor& x, const StepPositions& pos, KVCache* kv) const;
+  at::Tensor ffn(const at::Tensor& x, int64_t offset_cpu) const;
   void collect(const std::string& prefix, NamedTensors& out);
 };
 
@@ -85,9 +118,9 @@ class StreamingTransformer {
   StreamingTransformer(StreamingTransformer&&) = delete;
 
   const TransformerConfig& config() const { return cfg_; }
-  // x [B, T, D]. state == nullptr: a full-sequence (training) pass from position 0. Otherwise the
-  // state (created on first use) is advanced by T.
-  at::Tensor forward(const at::Tensor& x, TransformerState* state = nullptr);
+  // x [B, T, D]. state == nullptr: a full-sequence (training) pass from position 0. Otherwise every
+  // row of the state is advanced by T. target_source: see TransformerLayer::forward.
+  at::Tensor forward(const at::Tensor& x, TransformerState* state = nullptr, const at::Tensor& target_source = {});
   TransformerState new_state(int64_t batch, const at::TensorOptions& opts) const;
 
   std::vector<TransformerLayer>& layers() { return layers_; }
@@ -98,10 +131,11 @@ class StreamingTransformer {
   std::vector<TransformerLayer> layers_;
 };
 
-// Interleaved (or half-split) RoPE of q, k [B, H, T, D] at positions offset + t (rope.py).
-std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tensor& k, int64_t offset,
+// Interleaved (or half-split) RoPE of q, k [B, H, T, D] at positions offsets[b] + t (rope.py);
+// offsets int64 [B] or [1].
+std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& offsets,
                                              double max_period, bool interleave);
-// create_sin_embedding: [1, T, C] for positions offset..offset+T-1 in `dtype`.
-at::Tensor sin_embedding(int64_t offset, int64_t T, int64_t C, double max_period, at::ScalarType dtype);
+// create_sin_embedding: [B or 1, T, C] for positions offsets[b]..offsets[b]+T-1 in `dtype`.
+at::Tensor sin_embedding(const at::Tensor& offsets, int64_t T, int64_t C, double max_period, at::ScalarType dtype);
 
 }  // namespace mtt::moshi

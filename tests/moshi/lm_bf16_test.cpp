@@ -1,0 +1,139 @@
+// bf16 compute (moshiko's checkpoint dtype): bf16 weights load zero-copy, matmuls run in bf16,
+// norms/RoPE/softmax/sampling statistics in f32. Logits are compared with the f32 model on the same
+// (bf16-rounded) weights, and with the PyPI moshi package run in bf16 on those weights.
+//
+// Tolerance: errors are measured relative to the logits' spread, rel = max|a - b| / std(b).
+// bf16 keeps 8 mantissa bits (unit round-off 2^-9 = 0.2%); through the tiny LM's 4 + 2 layers the
+// measured rel error is a few percent, so the tests allow 0.1 (and require the error to be
+// nonzero, i.e. bf16 really ran).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cstdio>
+
+#include "moshi/config.h"
+#include "moshi/lm.h"
+#include "moshi/lmgen.h"
+#include "moshi_test_util.h"
+#include "nn/tensor_io.h"
+#include "test_util.h"
+
+namespace mtt::moshi {
+namespace {
+
+using testing::max_abs;
+using testing::random_codes;
+
+constexpr double kBf16RelTol = 0.1;
+
+double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  return max_abs(a, b) / b.to(at::kDouble).std().item<double>();
+}
+
+// f32 weights rounded to bf16 (so the f32 model differs from the bf16 one by compute only).
+std::map<std::string, at::Tensor> bf16_weights(const LMConfig& c, uint64_t seed) {
+  LMModel m(c);
+  m.init_random(seed);
+  std::map<std::string, at::Tensor> sd;
+  for (auto& [n, t] : m.state_dict()) sd[n] = t.to(at::kBFloat16).contiguous();
+  return sd;
+}
+
+std::pair<at::Tensor, at::Tensor> valid_logits(const LMOutput& o) {
+  at::Tensor mk = o.mask.unsqueeze(-1).expand_as(o.logits);
+  return {o.logits.index({mk}).to(at::kFloat), o.text_logits.to(at::kFloat)};
+}
+
+TEST(MoshiBf16, LoadsBf16CheckpointZeroCopyAndConverts) {
+  const LMConfig c = LMConfig::tiny();
+  auto sd = bf16_weights(c, 51);
+  test::TempDir dir;
+  const std::string path = (dir / "lm_bf16.safetensors").string();
+  nn::save_tensors(path, sd);
+  LMModel mb(c);
+  LoadOptions ob;
+  ob.dtype = at::kBFloat16;
+  LoadReport rb = mb.load_file(path, ob);
+  EXPECT_TRUE(rb.ok()) << rb.summary();
+  EXPECT_EQ(rb.converted, 0);
+  EXPECT_EQ(rb.zero_copy, static_cast<int64_t>(sd.size()));
+  for (auto& [n, t] : mb.named_parameters()) EXPECT_EQ(t->scalar_type(), at::kBFloat16) << n;
+  LMModel mf(c);
+  LoadOptions of;
+  of.dtype = at::kFloat;
+  LoadReport rf = mf.load_file(path, of);
+  EXPECT_EQ(rf.converted, static_cast<int64_t>(sd.size()));
+  for (auto& [n, t] : mf.named_parameters()) EXPECT_EQ(t->scalar_type(), at::kFloat) << n;
+}
+
+TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
+  at::NoGradGuard ng;
+  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test()}) {
+    auto sd = bf16_weights(c, 52);
+    LMModel mb(c), mf(c);
+    LoadOptions ob;
+    ob.dtype = at::kBFloat16;
+    mb.load(sd, ob);
+    mf.load(sd);  // f32 compute on the same rounded weights
+    at::Tensor codes = random_codes(c, 2, 12, 53);
+    auto [ab, tb] = valid_logits(mb.forward(codes));
+    auto [af, tf] = valid_logits(mf.forward(codes));
+    const double ra = rel_err(ab, af), rt = rel_err(tb, tf);
+    std::printf("[bf16 vs f32, %s] audio logits rel %.4f, text logits rel %.4f\n",
+                c.dim == 64 ? "tiny" : "golden_test", ra, rt);
+    EXPECT_LE(ra, kBf16RelTol);
+    EXPECT_LE(rt, kBf16RelTol);
+    EXPECT_GT(ra + rt, 0.0);  // bf16 really ran
+    // Streaming in bf16 (KV ring in bf16, wraps after 4 steps): per-step text logits follow the f32 model.
+    at::Tensor seq = random_codes(c, 2, 10, 54);
+    LMState sb = mb.new_state(2), sf = mf.new_state(2);
+    for (int64_t n = 0; n < 10; ++n) {
+      at::Tensor lb = mb.forward_text(seq.narrow(2, n, 1), &sb).second;
+      at::Tensor lf = mf.forward_text(seq.narrow(2, n, 1), &sf).second;
+      EXPECT_EQ(lb.scalar_type(), at::kBFloat16);
+      EXPECT_LE(rel_err(lb, lf), kBf16RelTol) << "step " << n;
+    }
+    // LMGen in bf16 hands f32 logits to the sampler.
+    LMGen gb(mb, SamplingOptions::greedy());
+    gb.reset(2);
+    const int64_t nu = c.n_q - c.dep_q;
+    gb.step(random_codes(c, 2, 1, 55).narrow(1, 1 + c.dep_q, nu).contiguous());
+    EXPECT_EQ(gb.last_text_logits().scalar_type(), at::kFloat);
+  }
+}
+
+TEST(MoshiBf16, MatchesUpstreamRunInBf16) {
+  MTT_REQUIRE_MOSHI_REF();
+  at::NoGradGuard ng;
+  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test()}) {
+    auto sd = bf16_weights(c, 55);
+    LMModel mb(c), mf(c);
+    LoadOptions ob;
+    ob.dtype = at::kBFloat16;
+    mb.load(sd, ob);
+    mf.load(sd);
+    testing::RefRun run;
+    testing::write_model(mf, run);  // the bf16-rounded weights, stored as f32
+    at::Tensor codes = random_codes(c, 2, 12, 56);
+    auto up = testing::run_ref(run, "forward", {{"codes", codes}}, "--dtype bfloat16");
+    ASSERT_FALSE(up.empty());
+    LMOutput ob_out = mb.forward(codes);
+    auto [ab, tb] = valid_logits(ob_out);
+    auto [af, tf] = valid_logits(mf.forward(codes));
+    at::Tensor mk = ob_out.mask.unsqueeze(-1).expand_as(ob_out.logits);
+    at::Tensor au = up.at("logits").index({mk}), tu = up.at("text_logits");
+    const double ours = rel_err(ab, af), theirs = rel_err(au, af), between = rel_err(ab, au);
+    std::printf("[bf16, %s] audio rel: ours-f32 %.4f upstream-f32 %.4f ours-upstream %.4f; text rel: %.4f %.4f %.4f\n",
+                c.dim == 64 ? "tiny" : "golden_test", ours, theirs, between, rel_err(tb, tf), rel_err(tu, tf),
+                rel_err(tb, tu));
+    EXPECT_LE(between, kBf16RelTol);
+    EXPECT_LE(rel_err(tb, tu), kBf16RelTol);
+    // Our f32 softmax/statistics are no worse than upstream's bf16 run (within the same margin).
+    EXPECT_LE(ours, theirs + kBf16RelTol / 2);
+  }
+}
+
+}  // namespace
+}  // namespace mtt::moshi
