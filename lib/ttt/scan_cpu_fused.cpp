@@ -9,9 +9,13 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -523,6 +527,54 @@ void run_backward(const Prepared& P, const Ptrs<T>& p, const Saved& saved, const
   });
 }
 
+// The saved-slot buffer of the forward (gigabytes at Moshi sizes). Fresh anonymous memory costs the
+// kernel's page zeroing, as much as the GEMMs of the scan here, so the buffer of the last backward
+// is kept for the next forward (one buffer, the largest seen; cpu_fused_scan_release_cache() frees
+// it). It is 2 MiB-aligned and madvised for transparent huge pages where the kernel offers them.
+struct Region {
+  void* raw = nullptr;
+  size_t len = 0;
+};
+std::mutex g_cache_mu;
+Region g_cache;
+
+void unmap(Region r) {
+  if (r.raw) ::munmap(r.raw, r.len);
+}
+
+void give_back(Region r) {
+  Region old;
+  {
+    std::lock_guard<std::mutex> lk(g_cache_mu);
+    if (r.len > g_cache.len) std::swap(r, g_cache);
+    old = r;
+  }
+  unmap(old);
+}
+
+at::Tensor big_buffer(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const size_t bytes = static_cast<size_t>(numel) * opt.dtype().itemsize();
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes < 4 * kHuge) return at::empty(sizes, opt);
+  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;
+  Region r;
+  {
+    std::lock_guard<std::mutex> lk(g_cache_mu);
+    if (g_cache.len >= len) std::swap(r, g_cache);
+  }
+  if (!r.raw) {
+    void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return at::empty(sizes, opt);
+    r = {raw, len};
+    const uintptr_t start = (reinterpret_cast<uintptr_t>(raw) + kHuge - 1) / kHuge * kHuge;
+    ::madvise(reinterpret_cast<void*>(start), len - (start - reinterpret_cast<uintptr_t>(raw)), MADV_HUGEPAGE);
+  }
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(r.raw) + kHuge - 1) / kHuge * kHuge;
+  return at::from_blob(reinterpret_cast<void*>(start), sizes, [r](void*) { give_back(r); }, opt);
+}
+
 at::Tensor alloc_like_state(const Layout& L, int64_t k, bool bias, const at::TensorOptions& opt, int64_t B) {
   return bias ? at::empty({B, L.H, 1, L.m[k + 1]}, opt) : at::empty({B, L.H, L.m[k], L.m[k + 1]}, opt);
 }
@@ -547,7 +599,7 @@ ScanOutputs forward_outputs(const Prepared& P, bool record, Saved* saved) {
       const int64_t g = std::min(saved->group, L.NC);
       saved->boundaries = at::empty({L.BH, (L.NC + g - 1) / g, L.state}, opt);
     } else {
-      saved->slots = at::empty({L.BH, L.NC, L.slot()}, opt);
+      saved->slots = big_buffer({L.BH, L.NC, L.slot()}, opt);
     }
   }
   AT_DISPATCH_FLOATING_TYPES(P.dtype, "ttt_scan_cpu_fused", [&] {
@@ -660,6 +712,15 @@ bool needs_grad(const ScanInputs& in, const std::vector<at::Tensor>& W, const st
 }
 
 }  // namespace
+
+void cpu_fused_scan_release_cache() {
+  Region r;
+  {
+    std::lock_guard<std::mutex> lk(g_cache_mu);
+    std::swap(r, g_cache);
+  }
+  unmap(r);
+}
 
 bool cpu_fused_scan_enabled() {
   const char* v = std::getenv("MTT_TTT_SCAN");

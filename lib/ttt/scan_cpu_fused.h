@@ -30,6 +30,10 @@ std::string cpu_fused_unsupported_reason(const ScanInputs& in, const std::vector
 std::optional<ScanOutputs> cpu_fused_scan(const ScanInputs& in, const std::vector<at::Tensor>& weights,
                                           const std::vector<at::Tensor>& biases);
 
+// The backward's saved-activation buffer is kept for the next call (fresh pages cost the kernel's
+// zeroing); this frees it.
+void cpu_fused_scan_release_cache();
+
 // True unless MTT_TTT_SCAN=reference (read on every call, so tests can switch it).
 bool cpu_fused_scan_enabled();
 
