@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
       o.dtype = dtype;
       o.device = device;
       o.progress = !json;
+      o.threads = threads;
       std::ostringstream log;
       auto r = mtt::infer::run_inference(o, log);
       nlohmann::json j = {{"preset", preset},          {"ttt_layers", preset == "tiny" ? "all" : o.ttt_layers},

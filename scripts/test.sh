@@ -17,4 +17,7 @@ if [ ! -x "$MTT_REF_VENV/bin/python" ] || ! "$MTT_REF_VENV/bin/python" -c "impor
 fi
 
 cd "$MTT_BUILD"
+# ctest runs MTT_JOBS tests at once on as many cores; LibTorch's OpenMP workers of one test would
+# spin while the other test holds the core (a streamed tiny model ran 40x slower that way).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 ctest --output-on-failure -j "$MTT_JOBS" --timeout 900 -LE "${MTT_EXCLUDE_LABELS:-slurm|gpu_only}" "$@"

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   app.add_option("--config", o.config, "moshi config.json");
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--seed", o.seed, "sampling seed");
+  app.add_option("--threads", o.threads, "CPU threads (0: one per core; 1 is fastest for the tiny model)");
   app.add_option("--temp", o.temp, "audio sampling temperature");
   app.add_option("--temp-text", o.temp_text, "text sampling temperature");
   app.add_option("--top-k", o.top_k, "audio top-k");

@@ -29,6 +29,7 @@ struct InferOptions {
   std::string mimi_weight, tokenizer, config;
   std::string dtype = "f32";         // LM compute dtype: f32 | bf16 (norms, softmax, statistics stay fp32)
   std::string device = "cpu";        // cpu | cuda | cuda:N
+  int threads = 0;                   // intra-op CPU threads (0: LibTorch's default, one per core)
   uint64_t seed = 4242;
   bool greedy = false;
   double temp = 0.8, temp_text = 0.7;
