@@ -100,6 +100,11 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     log << "note: tbptt_chunk " << tc.tbptt_chunk << " is not a multiple of ttt.mini_batch_size "
         << lc.ttt.mini_batch_size << ": the fork's streaming pads every chunk to whole mini-batches, so the\n"
         << "      pads update the carried TTT state (ttt.md §6)\n";
+  const int64_t window_frames = static_cast<int64_t>(std::ceil(duration_sec * codec->config().frame_rate));
+  if (lc.ttt.enable && window_frames % lc.ttt.mini_batch_size != 0)
+    log << "note: the window (" << window_frames << " frames) is not a multiple of ttt.mini_batch_size "
+        << lc.ttt.mini_batch_size << ": its last mini-batch is zero-padded as the fork does; a zero token's\n"
+        << "      XK = wk.bias is L2-normalised (eps 1e-12) and sends huge gradients to wk.bias (clipped by max_norm)\n";
   moshi::LMModel lm(lc);
   lm.init_random(tc.seed);
   lm.set_requires_grad(true);
@@ -108,7 +113,7 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
 
   // --- data ---
   JsonlDatasetOptions dopt;
-  dopt.window = static_cast<int64_t>(std::ceil(duration_sec * codec->config().frame_rate));
+  dopt.window = window_frames;
   dopt.cache_dir = opt.codes_cache.empty() ? (fs::path(opt.out) / "codes").string() : opt.codes_cache;
   dopt.codec_id = codec_id;
   dopt.text_token = lc.existing_text_padding_id;
