@@ -1,4 +1,4 @@
-// moshi_bench: LMGen step latency and tokens/s of the C++ Moshi LM on CPU (f32, random weights)
+// moshi_bench: LMGen step latency and tokens/s of the C++ Moshi LM on CPU (f32 or bf16, random weights)
 // for the tiny and ~300M configurations, against the PyPI moshi package's LMGen on the same
 // configuration in the same invocation (bench/ref/moshi_ref.py, reference only).
 // tokens/s counts one text + dep_q audio tokens per frame per batch row.
@@ -31,6 +31,7 @@ struct BenchOptions {
   int steps = 20, warmup = 3, threads = 1, batch = 1;
   bool greedy = false, json = false, no_python = false;
   std::string python, ref_script;
+  std::string dtype = "f32";  // f32 | bf16 (both implementations)
 };
 
 nlohmann::json run_python(const BenchOptions& o, const mtt::moshi::LMConfig& cfg) {
@@ -39,7 +40,8 @@ nlohmann::json run_python(const BenchOptions& o, const mtt::moshi::LMConfig& cfg
   std::ofstream(cfg_path) << cfg.to_json();
   std::string cmd = o.python + " " + o.ref_script + " " + cfg_path.string() + " --steps " + std::to_string(o.steps) +
                     " --warmup " + std::to_string(o.warmup) + " --threads " + std::to_string(o.threads) +
-                    " --batch " + std::to_string(o.batch) + (o.greedy ? " --greedy" : "") + " 2>/dev/null";
+                    " --batch " + std::to_string(o.batch) + (o.greedy ? " --greedy" : "") +
+                    " --dtype " + (o.dtype == "bf16" ? "bfloat16" : "float32") + " 2>/dev/null";
   std::unique_ptr<FILE, int (*)(FILE*)> p(::popen(cmd.c_str(), "r"), ::pclose);
   std::string out;
   if (p) {
@@ -65,9 +67,10 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& name) {
   mtt::moshi::LMConfig cfg = mtt::moshi::LMConfig::preset(name);
   nlohmann::json r;
   r["config"] = name;
+  r["dtype"] = o.dtype;
   auto t0 = clock::now();
   mtt::moshi::LMModel model(cfg);
-  model.init_random(0);
+  model.init_random(0, o.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
   r["build_s"] = std::chrono::duration<double>(clock::now() - t0).count();
   int64_t params = 0;
   for (auto& [n, t] : model.named_parameters()) params += t->numel();
@@ -90,13 +93,18 @@ nlohmann::json bench_one(const BenchOptions& o, const std::string& name) {
   mean /= static_cast<double>(std::max<size_t>(1, ts.size()));
   r["cpp"] = {{"impl", "moshi-ttt C++"},
               {"step_ms_median", med * 1e3},
+              {"step_ms_min", *std::min_element(ts.begin(), ts.end()) * 1e3},
               {"step_ms_mean", mean * 1e3},
               {"frames_per_s", o.batch / med},
               {"tokens_per_s", o.batch * (1 + cfg.dep_q) / med}};
   if (!o.no_python && !o.python.empty()) {
     nlohmann::json py = run_python(o, cfg);
     r["python"] = py;
+    // Ratios of the medians (tokens/s ratio = step-time ratio) and of the minima, the latter less
+    // sensitive to other load on a shared machine.
     if (py.contains("step_ms_median")) r["speedup_vs_python"] = py["step_ms_median"].get<double>() / (med * 1e3);
+    if (py.contains("step_ms_min"))
+      r["speedup_vs_python_min"] = py["step_ms_min"].get<double>() / r["cpp"]["step_ms_min"].get<double>();
   }
   return r;
 }
@@ -113,13 +121,14 @@ int main(int argc, char** argv) {
       if (std::filesystem::exists(venv)) o.python = venv;
     }
   o.ref_script = (std::filesystem::path(__FILE__).parent_path() / "ref" / "moshi_ref.py").string();
-  app.add_option("--configs", o.configs, "presets: tiny, tiny_lowrank, medium_300m, moshiko_7b");
+  app.add_option("--configs", o.configs, "presets: tiny, tiny_lowrank, medium_300m, moshiko_7b")->delimiter(',');
   app.add_option("--steps", o.steps, "timed steps (median)");
   app.add_option("--warmup", o.warmup, "untimed steps");
   app.add_option("--threads", o.threads, "intra-op threads for both implementations");
   app.add_option("--batch", o.batch, "batch rows");
   app.add_option("--python", o.python, "python with the moshi package (env MTT_REF_PYTHON)");
   app.add_flag("--greedy", o.greedy, "argmax instead of sampling");
+  app.add_option("--dtype", o.dtype, "compute dtype of both implementations")->check(CLI::IsMember({"f32", "bf16"}));
   app.add_flag("--no-python", o.no_python, "skip the Python reference");
   app.add_flag("--json", o.json, "print JSON");
   CLI11_PARSE(app, argc, argv);
@@ -141,7 +150,7 @@ int main(int argc, char** argv) {
       }
     }
     if (o.json)
-      std::cout << nlohmann::json{{"benchmark", "moshi_bench"}, {"threads", o.threads}, {"batch", o.batch},
+      std::cout << nlohmann::json{{"benchmark", "moshi_bench"}, {"threads", o.threads}, {"batch", o.batch}, {"dtype", o.dtype},
                                   {"steps", o.steps}, {"results", all}}
                        .dump(2)
                 << "\n";

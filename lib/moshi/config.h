@@ -162,7 +162,8 @@ struct LMConfig {
   // moshi.md §7: every moshiko path (RMSNorm f32, RoPE, SiLU gating, weights-per-step depformer,
   // delays, ring wrap with context 4). low_rank > 0 adds low-rank depformer embeddings.
   static LMConfig tiny(int64_t low_rank = 0);
-  // ~300M parameter config for the benchmark (moshiko shape, smaller sizes).
+  // Mid-size config for the benchmark (moshiko shape, smaller sizes): 444M parameters in all, of
+  // which ~120M are embedding tables (one row read per step) and the text head.
   static LMConfig medium_300m();
   static LMConfig preset(const std::string& name);  // "moshiko_7b", "tiny", "tiny_lowrank", "golden_test", "medium_300m"
 
