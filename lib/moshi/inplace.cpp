@@ -115,11 +115,7 @@ InPlaceBlock::InPlaceBlock(const LMConfig& cfg, int layer) {
   o.conv_kernel_size = s.conv_kernel_size;
   o.delta_clip_fro_norm = s.inplace_delta_clip > 0 ? std::optional<double>(s.inplace_delta_clip) : std::nullopt;
   o.activation = activation_for(cfg);
-  ttt_ = std::make_shared<ttt::InPlaceTTT>(o);
-  // The module initialised tensors of its own; the LM owns the parameters (meta until
-  // init_random()/load()), so release that memory (7B: ~1 GB per layer) and bind ours per call.
-  for (auto& p : ttt_->named_parameters(true)) p.value().set_data(at::empty({0}));
-  for (auto& b : ttt_->named_buffers(true)) b.value().set_data(at::empty({0}));
+  options_ = std::make_unique<ttt::InPlaceTTTOptions>(o);
   const int64_t D = cfg.dim, h = o.hidden, k = o.conv_kernel_size;
   w_down = meta({D, h});
   w_down_pretrained = meta({D, h});
@@ -129,8 +125,19 @@ InPlaceBlock::InPlaceBlock(const LMConfig& cfg, int layer) {
 
 InPlaceBlock::~InPlaceBlock() = default;
 
+ttt::InPlaceTTT& InPlaceBlock::module() const {
+  if (!ttt_) {
+    ttt_ = std::make_shared<ttt::InPlaceTTT>(*options_);
+    // The module initialised tensors of its own; the LM owns the parameters, bound per call, so
+    // release that memory (7B: ~1 GB per layer).
+    for (auto& p : ttt_->named_parameters(true)) p.value().set_data(at::empty({0}));
+    for (auto& b : ttt_->named_buffers(true)) b.value().set_data(at::empty({0}));
+  }
+  return *ttt_;
+}
+
 void InPlaceBlock::bind(const TransformerLayer* layer) const {
-  ttt::InPlaceTTT& m = *ttt_;
+  ttt::InPlaceTTT& m = module();
   if (layer) {
     m.w_gate_up = layer->gating_in.at(0).weight;   // gating.linear_in.weight [2h, D]
     m.linear_out = layer->gating_out.at(0).weight; // not read by the TTT path (§2.2)
@@ -169,7 +176,7 @@ at::Tensor InPlaceBlock::forward(const TransformerLayer& layer, const at::Tensor
     throw Error("", "target_source", "In-Place TTT needs the summed token embeddings as target source, shaped like x",
                 ErrorKind::Internal);
   bind(&layer);
-  ttt::InPlaceTTT& m = *ttt_;
+  ttt::InPlaceTTT& m = module();
   if (state == nullptr) return m.forward(x, src).y;
   if (!state->inplace) state->inplace = new_state(x.size(0));
   InPlaceRows& r = *state->inplace;

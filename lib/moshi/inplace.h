@@ -20,6 +20,7 @@
 
 namespace mtt::ttt {
 class InPlaceTTT;
+struct InPlaceTTTOptions;
 }
 
 namespace mtt::moshi {
@@ -46,7 +47,9 @@ class InPlaceBlock {
   // loaders.py:L458-473, checkpoint-keys.md §2.2).
   void init_fast_weight_from(const TransformerLayer& layer);
 
-  ttt::InPlaceTTT& module() const { return *ttt_; }
+  // Created on first use, so that a skeleton on the meta device (audit, schema checks, a 7B
+  // config) allocates nothing: InPlaceTTT's constructor initialises tensors of its own.
+  ttt::InPlaceTTT& module() const;
   // Plugs this block's tensors (and the layer's linear_in/linear_out when given) into module().
   void bind(const TransformerLayer* layer) const;
 
@@ -56,7 +59,8 @@ class InPlaceBlock {
   at::Tensor target_proj;        // [D, D] W_target
 
  private:
-  std::shared_ptr<ttt::InPlaceTTT> ttt_;
+  std::unique_ptr<ttt::InPlaceTTTOptions> options_;
+  mutable std::shared_ptr<ttt::InPlaceTTT> ttt_;
 };
 
 // Rows with mask[b] (bool [B]) restart from W0 with an empty chunk buffer; the others keep

@@ -77,6 +77,11 @@ TEST(MoshiInPlace, LayersFollowStartAndFrequencyAndSchemaNames) {
   LMConfig big = LMConfig::moshiko_7b();
   big.ttt = ttt_settings_from_yaml("ttt:\n  enable: true\n  variant: inplace\n");
   EXPECT_EQ(big.ttt.resolve_layers(big.num_layers), (std::vector<int>{5, 11, 17, 23, 29}));
+  {
+    LMModel skeleton(big);  // meta tensors: the In-Place 7B skeleton costs no memory either
+    testing::expect_params_match_schema(skeleton);
+    EXPECT_TRUE(param(skeleton, "transformer.layers.29.gating.w_down").is_meta());
+  }
   // A plain FFN has no down projection to make fast: refused with the key named.
   LMConfig plain = LMConfig::golden_test();
   plain.ttt = ttt_settings_from_yaml("ttt:\n  enable: true\n  variant: inplace\n  start_layer: 0\n");
