@@ -40,7 +40,7 @@ ttt::TTTConfig ttt_config_from_json(const json& cfg, const std::string& where) {
     c.output_path = pick<ttt::OutputPath>(
         t, "output_path", {{"post_norm_wo", ttt::OutputPath::post_norm_wo}, {"skip", ttt::OutputPath::skip}},
         c.output_path, where);
-    c.rope = pick<ttt::Rope>(t, "rope", {{"none", ttt::Rope::none}, {"minibatch_1d", ttt::Rope::minibatch_1d}},
+    c.rope = pick<ttt::Rope>(t, "rope", {{"none", ttt::Rope::none}, {"minibatch_1d", ttt::Rope::minibatch_1d}, {"fork_audio", ttt::Rope::fork_audio}},
                              c.rope, where);
     c.validate();
     return c;

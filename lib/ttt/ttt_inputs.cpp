@@ -20,6 +20,13 @@ at::Tensor apply_rope(const at::Tensor& x, Rope rope, int64_t start, int64_t min
     // LMPT/LMJAX: positions modulo b, frequencies theta^(-2i/d) over the whole head dim (§1.2).
     pos = pos.remainder(mini_batch);
     inv_freq = 1.0 / at::pow(theta, at::arange(0, d, 2, f32) / static_cast<double>(d));
+  } else if (rope == Rope::fork_audio) {
+    // moshi_ttt/models/ssm/utils.py precompute_audio_rope_1d(audio_scaling=True), indexed by
+    // position % b (ttt_layer.py process_input): the plain frequencies damped towards half speed.
+    pos = pos.remainder(mini_batch);
+    at::Tensor two_i = at::arange(0, d, 2, f32);
+    inv_freq = 1.0 / at::pow(theta, two_i / static_cast<double>(d)) *
+               (0.5 + 1.5 * at::exp(-two_i / static_cast<double>(2 * d)));
   } else {
     // VDIT 3-D RoPE on a 1x1 grid: the time band is the first d/4 channels with theta^(-2i/(d/4));
     // the h/w bands see position 0, i.e. angle 0 (§1.1 step 3).

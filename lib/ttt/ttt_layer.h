@@ -44,8 +44,10 @@ enum class StateMode { functional, legacy_batch0_copy, legacy_write_params };
 // RoPE on XQ/XK, adjacent-pair convention (2i, 2i+1), cos/sin computed in fp32 (§1.2):
 //   none; minibatch_1d: positions modulo b over the whole head dim (LMPT/LMJAX);
 //   vdit_frames: VDIT's 3-D RoPE on a 1x1 grid: the first d/4 channels rotate by the absolute
-//   position t with theta^(-2i/(d/4)), the rest are untouched (golden *_rope1d files).
-enum class Rope { none, minibatch_1d, vdit_frames };
+//   position t with theta^(-2i/(d/4)), the rest are untouched (golden *_rope1d files);
+//   fork_audio: the Moshi-TTT fork's optional "audio" RoPE (use_rope, off by default; ttt.md §6):
+//   positions modulo b, frequencies theta^(-2i/d) * (0.5 + 1.5 exp(-2i/(2d))) over the whole head dim.
+enum class Rope { none, minibatch_1d, vdit_frames, fork_audio };
 
 struct TTTConfig {
   int64_t model_dim = 0;          // D
