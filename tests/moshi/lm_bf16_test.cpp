@@ -14,6 +14,7 @@
 #include <cstdio>
 
 #include "moshi/config.h"
+#include "moshi/init.h"
 #include "moshi/lm.h"
 #include "moshi/lmgen.h"
 #include "moshi_test_util.h"
@@ -68,9 +69,37 @@ TEST(MoshiBf16, LoadsBf16CheckpointZeroCopyAndConverts) {
   for (auto& [n, t] : mf.named_parameters()) EXPECT_EQ(t->scalar_type(), at::kFloat) << n;
 }
 
+TEST(MoshiBf16, UpstreamFusedNamesInBf16LoadZeroCopy) {
+  // moshiko's own file layout (moshi.md §4.1): legacy fused in_proj_weight / out_proj.weight,
+  // the depformer's per-step weights stacked, every tensor bf16.
+  const LMConfig c = LMConfig::tiny();
+  test::TempDir dir;
+  const std::string path = (dir / "fused_bf16.safetensors").string();
+  InitOptions io;
+  io.seed = 9;
+  io.dtype = DType::BF16;
+  ModelSchema fused = declare_parameters(c.to_schema(/*fused_attention_names=*/true));
+  write_initial_checkpoint(path, fused, io);
+  LMModel m(c);
+  LoadOptions ob;
+  ob.dtype = at::kBFloat16;
+  LoadReport r = m.load_file(path, ob);
+  EXPECT_TRUE(r.ok()) << r.summary();
+  EXPECT_EQ(r.converted, 0);
+  for (auto& [n, t] : m.named_parameters()) EXPECT_EQ(t->scalar_type(), at::kBFloat16) << n;
+  at::NoGradGuard ng;
+  LMOutput o = m.forward(random_codes(c, 1, 6, 10));
+  EXPECT_TRUE(at::isfinite(o.text_logits).all().item<bool>());
+}
+
 TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
   at::NoGradGuard ng;
-  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test()}) {
+  LMConfig hybrid = LMConfig::tiny();
+  hybrid.ttt.enable = true;
+  hybrid.ttt.layers = "middle";
+  hybrid.ttt.mini_batch_size = 4;
+  hybrid.ttt.initial_gating_alpha = 0.3;
+  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test(), hybrid}) {
     auto sd = bf16_weights(c, 52);
     LMModel mb(c), mf(c);
     LoadOptions ob;
@@ -82,7 +111,7 @@ TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
     auto [af, tf] = valid_logits(mf.forward(codes));
     const double ra = rel_err(ab, af), rt = rel_err(tb, tf);
     std::printf("[bf16 vs f32, %s] audio logits rel %.4f, text logits rel %.4f\n",
-                c.dim == 64 ? "tiny" : "golden_test", ra, rt);
+                c.ttt.enable ? "tiny fork hybrid" : c.dim == 64 ? "tiny" : "golden_test", ra, rt);
     EXPECT_LE(ra, kBf16RelTol);
     EXPECT_LE(rt, kBf16RelTol);
     EXPECT_GT(ra + rt, 0.0);  // bf16 really ran
