@@ -55,6 +55,9 @@ struct LMState {
   // Per-row reset (upstream LMModel.reset_streaming(reset_mask)): rows with mask[b] (bool [B])
   // restart from position 0 with empty KV rows and TTT state rows back to W0; other rows untouched.
   void reset(const at::Tensor& mask) { transformer.reset(mask); }
+  // Upstream LMModel.set_exec_mask: rows with mask[b] false take part in the next calls without
+  // their state moving (offsets, KV rows, TTT rows).
+  void set_exec_mask(const at::Tensor& mask) { transformer.set_exec_mask(mask); }
 };
 
 class LMModel {

@@ -38,7 +38,7 @@ struct Norm {
 };
 
 // The ring KV cache of one attention module (transformer.py RingKVCache, respect_exec_mask form):
-// one write offset per batch row, so rows can restart independently (per-row reset, moshi.md §6.3).
+// one write offset per batch row, so rows can restart or pause independently (moshi.md §2.6).
 struct KVCache {
   at::Tensor keys, values;            // [B, H, capacity, head_dim]
   int64_t capacity = 0;

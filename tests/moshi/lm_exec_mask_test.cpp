@@ -56,7 +56,7 @@ TEST(MoshiExecMask, PausedStepsLeaveTheRowStateUntouched) {
     LMState st = m.new_state(B);
     std::vector<at::Tensor> tl;
     for (int64_t s = 0; s < S; ++s) {
-      st.transformer.set_exec_mask(to_mask(ex[static_cast<size_t>(s)]));
+      st.set_exec_mask(to_mask(ex[static_cast<size_t>(s)]));
       tl.push_back(m.forward_text(seq.narrow(2, s, 1), &st).second.select(1, 0));
     }
     at::Tensor text = at::cat(tl, 1);  // [B, S, V]
@@ -101,7 +101,7 @@ TEST(MoshiExecMask, MatchesUpstreamSetExecMask) {
     std::vector<at::Tensor> tl;
     for (int64_t n = 0; n < N; ++n) {
       if (n == 10) st.reset(reset_mask[0].to(at::kBool));
-      st.transformer.set_exec_mask(exec[n].to(at::kBool));
+      st.set_exec_mask(exec[n].to(at::kBool));
       tl.push_back(m.forward_text(seq.narrow(2, n, 1), &st).second.select(1, 0));
     }
     EXPECT_LE(max_abs(at::cat(tl, 1), ref.at("text_logits").select(1, 0)), 1e-4);
