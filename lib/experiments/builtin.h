@@ -15,5 +15,6 @@ ExperimentKind make_mini_batch();
 ExperimentKind make_gating();
 ExperimentKind make_gradient_flow();
 ExperimentKind make_ring_cache();
+ExperimentKind make_pad_tokens();
 
 }  // namespace mtt::experiments
