@@ -76,7 +76,7 @@ per_run() {
   done
 }
 
-for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow ring-cache; do
+for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow ring-cache pad-tokens; do
   if [ ! -f "$RUNS/$exp/summary.json" ] && [ ! -f "$RUNS/$exp/summary.csv" ]; then
     echo "regenerate: skip $exp (no $RUNS/$exp/summary.json; run: ttt-sweep run experiments/$exp.yaml)" >&2
     continue
@@ -103,6 +103,9 @@ for exp in mini-batch norm-variant gating causal-leak batch-state gradient-flow 
     ring-cache)
       sweep $exp influence_far --x model --y influence_at_max_distance --hue state --bars
       sweep $exp reach --x model --y reach --hue state --bars ;;
+    pad-tokens)
+      sweep $exp grad_wk_bias --x seq_len --y grad_wk_bias --hue ttt.pad_updates --logy --bars
+      sweep $exp grad_wk_bias_by_init --x ttt.proj_bias_init --y grad_wk_bias --hue ttt.pad_updates --logy --bars ;;
   esac
   per_run $exp
 done
