@@ -17,7 +17,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,7 +26,6 @@
 #include "experiments/builtin.h"
 #include "moshi/lm.h"
 #include "ttt/hybrid_ttt_path.h"
-#include "ttt/ttt_inputs.h"
 
 namespace mtt::experiments {
 
@@ -46,15 +44,20 @@ struct PadSetup {
 
 // The projection biases wq/wk/wv/wo: our TTTLayer's zeros, or PyTorch's nn.Linear default
 // U(+-1/sqrt(D)), the values that reach the fork's training (spec ttt.md §1.1, init-order note).
+void torch_default_bias_(at::Tensor& t, int64_t fan_in) {
+  at::NoGradGuard ng;
+  const double k = 1.0 / std::sqrt(static_cast<double>(fan_in));
+  t.copy_(at::rand(t.sizes(), t.options()) * (2 * k) - k);
+}
+
 void init_proj_biases(const std::function<at::Tensor&(const std::string&)>& param, const PadSetup& s) {
   if (s.bias_init == "zero") return;  // already zero (TTTLayer init, spec §1.1 table)
-  at::NoGradGuard ng;
   at::manual_seed(s.seed + 101);
-  const double k = 1.0 / std::sqrt(static_cast<double>(s.D));
-  for (const char* p : {"wq", "wk", "wv", "wo"}) {
-    at::Tensor& t = param(std::string(p) + ".bias");
-    t.copy_(at::rand(t.sizes(), t.options()) * (2 * k) - k);
-  }
+  for (const char* p : {"wq", "wk", "wv", "wo"}) torch_default_bias_(param(std::string(p) + ".bias"), s.D);
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
 // Zero pads on the right up to a multiple of b, as the fork and HybridTTTPath::run_ttt do, with the
@@ -133,13 +136,10 @@ void run_tiny_moshi(const PadSetup& s, RunResult& r) {
     if (n.find(marker) != std::string::npos) ttt_params[n] = t;
   }
   if (s.bias_init != "zero") {
-    at::NoGradGuard ng;
     at::manual_seed(s.seed + 101);
-    const double k = 1.0 / std::sqrt(static_cast<double>(c.dim));
     for (auto& [n, t] : ttt_params)
-      for (const char* p : {"wq.bias", "wk.bias", "wv.bias", "wo.bias"})
-        if (n.size() > std::strlen(p) && n.compare(n.size() - std::strlen(p), std::strlen(p), p) == 0)
-          t->copy_(at::rand(t->sizes(), t->options()) * (2 * k) - k);
+      for (const char* p : {".wq.bias", ".wk.bias", ".wv.bias", ".wo.bias"})
+        if (ends_with(n, p)) torch_default_bias_(*t, c.dim);
   }
   m.set_requires_grad(true);
   const int64_t K = c.num_codebooks();
@@ -162,7 +162,7 @@ void run_tiny_moshi(const PadSetup& s, RunResult& r) {
   for (size_t i = 0; i < grads.size(); ++i) {
     double g = norm_or_zero(grads[i]);
     total2 += g * g;
-    if (names[i].size() >= 7 && names[i].compare(names[i].size() - 7, 7, "wk.bias") == 0) wk_bias2 += g * g;
+    if (ends_with(names[i], ".wk.bias")) wk_bias2 += g * g;
   }
   r.metrics["moshi_grad_wk_bias"] = std::sqrt(wk_bias2);
   r.metrics["moshi_grad_ttt_total"] = std::sqrt(total2);
