@@ -42,8 +42,9 @@ struct PadSetup {
   uint64_t seed = 0;
 };
 
-// The projection biases wq/wk/wv/wo: our TTTLayer's zeros, or PyTorch's nn.Linear default
-// U(+-1/sqrt(D)), the values that reach the fork's training (spec ttt.md §1.1, init-order note).
+// The projection biases wq/wk/wv/wo: zero (a careless init: what a zero-initialising port gets), or
+// PyTorch's nn.Linear default U(+-1/sqrt(D)), the values that reach the fork's training (spec
+// ttt.md §1.1, init-order note) and our TTTLayer's default, redrawn here per seed.
 void torch_default_bias_(at::Tensor& t, int64_t fan_in) {
   at::NoGradGuard ng;
   const double k = 1.0 / std::sqrt(static_cast<double>(fan_in));
@@ -51,7 +52,11 @@ void torch_default_bias_(at::Tensor& t, int64_t fan_in) {
 }
 
 void init_proj_biases(const std::function<at::Tensor&(const std::string&)>& param, const PadSetup& s) {
-  if (s.bias_init == "zero") return;  // already zero (TTTLayer init, spec §1.1 table)
+  if (s.bias_init == "zero") {
+    at::NoGradGuard ng;
+    for (const char* p : {"wq", "wk", "wv", "wo"}) param(std::string(p) + ".bias").zero_();
+    return;
+  }
   at::manual_seed(s.seed + 101);
   for (const char* p : {"wq", "wk", "wv", "wo"}) torch_default_bias_(param(std::string(p) + ".bias"), s.D);
 }
@@ -135,11 +140,15 @@ void run_tiny_moshi(const PadSetup& s, RunResult& r) {
   for (auto& [n, t] : m.named_parameters()) {
     if (n.find(marker) != std::string::npos) ttt_params[n] = t;
   }
-  if (s.bias_init != "zero") {
-    at::manual_seed(s.seed + 101);
+  at::manual_seed(s.seed + 101);
+  {
+    at::NoGradGuard ng;
     for (auto& [n, t] : ttt_params)
       for (const char* p : {".wq.bias", ".wk.bias", ".wv.bias", ".wo.bias"})
-        if (ends_with(n, p)) torch_default_bias_(*t, c.dim);
+        if (ends_with(n, p)) {
+          if (s.bias_init == "zero") t->zero_();
+          else torch_default_bias_(*t, c.dim);
+        }
   }
   m.set_requires_grad(true);
   const int64_t K = c.num_codebooks();

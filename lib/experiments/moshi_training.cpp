@@ -61,11 +61,8 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     ts.enable = true;
     ts.layers = "all";
   }
-  if (tc.checkpoint_group > 0)
-    throw Error(opt.config, "checkpoint_group",
-                "the Moshi hybrid layer (lib/moshi HybridBlock) does not take a scan checkpoint group yet; "
-                "use it with the toy TTT LM or leave it unset",
-                ErrorKind::Usage);
+  // The trainer's activation checkpointing is the TTT scan's recomputation groups (ttt.md §3).
+  if (tc.checkpoint_group > 0) ts.scan_checkpoint_group_size = tc.checkpoint_group;
   MoshiLossOptions lo;
   lo.first_codebook_weight_multiplier = number<double>(cfg, "first_codebook_weight_multiplier", 1.0, opt.config);
   lo.text_padding_weight = number<double>(cfg, "text_padding_weight", 0.5, opt.config);
@@ -104,7 +101,8 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   if (lc.ttt.enable && window_frames % lc.ttt.mini_batch_size != 0)
     log << "note: the window (" << window_frames << " frames) is not a multiple of ttt.mini_batch_size "
         << lc.ttt.mini_batch_size << ": its last mini-batch is zero-padded as the fork does; a zero token's\n"
-        << "      XK = wk.bias is L2-normalised (eps 1e-12) and sends huge gradients to wk.bias (clipped by max_norm)\n";
+        << "      XK = wk.bias is L2-normalised (eps 1e-12): the pads update the state, and a wk.bias near zero\n"
+        << "      sends huge gradients into it (experiments/pad-tokens.yaml)\n";
   moshi::LMModel lm(lc);
   lm.init_random(tc.seed);
   lm.set_requires_grad(true);

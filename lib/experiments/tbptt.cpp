@@ -52,7 +52,7 @@ void detach_streaming_state(moshi::TransformerState& st) {
     if (kv.values.defined()) kv.values = kv.values.detach().clone();
   }
   for (auto& t : st.ttt)
-    if (t) t->ttt.detach_();
+    if (t) t->detach_();  // fork TTT and In-Place fast weights alike
 }
 
 }  // namespace mtt::experiments

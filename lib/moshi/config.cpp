@@ -152,6 +152,9 @@ TTTSettings ttt_from_node(const YAML::Node& root, const std::string& file) {
     else if (k == "ttt_mlp_hidden_dims") t.ttt_mlp_hidden_dims = yaml_get<std::vector<int64_t>>(v, k, file);
     else if (k == "variant") t.variant = yaml_get<std::string>(v, k, file);
     else if (k == "output_post_norm_wo") t.output_post_norm_wo = yaml_get<bool>(v, k, file);
+    else if (k == "use_rope") t.use_rope = yaml_get<bool>(v, k, file);
+    else if (k == "rope_theta") t.rope_theta = yaml_get<double>(v, k, file);
+    else if (k == "scan_checkpoint_group_size") t.scan_checkpoint_group_size = yaml_get<int64_t>(v, k, file);
     else if (k == "start_layer") t.inplace_start_layer = yaml_get<int64_t>(v, k, file);
     else if (k == "layer_frequency") t.inplace_layer_frequency = yaml_get<int64_t>(v, k, file);
     else if (k == "conv_kernel_size") t.conv_kernel_size = yaml_get<int64_t>(v, k, file);
@@ -579,7 +582,10 @@ std::string LMConfig::to_json() const {
                 {"initial_gating_alpha", ttt.initial_gating_alpha},
                 {"ttt_mlp_layers", ttt.ttt_mlp_layers},
                 {"ttt_mlp_expansion_factor", ttt.ttt_mlp_expansion_factor},
-                {"variant", ttt.variant}};
+                {"variant", ttt.variant},
+                {"use_rope", ttt.use_rope},
+                {"rope_theta", ttt.rope_theta},
+                {"scan_checkpoint_group_size", ttt.scan_checkpoint_group_size}};
     if (ttt.variant == "inplace") {
       j["ttt"]["start_layer"] = ttt.inplace_start_layer;
       j["ttt"]["layer_frequency"] = ttt.inplace_layer_frequency;

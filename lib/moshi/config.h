@@ -74,6 +74,12 @@ struct TTTSettings {
   std::string variant = "fork_hybrid";  // fork_hybrid | inplace
   // Fork-faithful switches (ttt.md §6): the fork's forward skips post_norm/wo.
   bool output_post_norm_wo = false;
+  // The fork's optional audio RoPE (moshi_ttt/config.py use_rope, off by default; ttt::Rope::fork_audio).
+  bool use_rope = false;
+  double rope_theta = 10000.0;
+  // Mini-batches per recomputation group of the TTT scan in training (moshi_ttt/config.py
+  // scan_checkpoint_group_size; activation memory vs recompute, values unchanged; 0 = keep all).
+  int64_t scan_checkpoint_group_size = 0;
   // In-Place TTT (checkpoint-keys.md §2.1): start layer and frequency (used when layers == "inplace",
   // the default of the inplace variant when the YAML gives no `layers`).
   int64_t inplace_start_layer = 5;

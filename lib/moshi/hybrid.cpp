@@ -11,7 +11,7 @@ HybridBlock::HybridBlock(const LMConfig& cfg, int layer) {
   const TTTSettings& s = cfg.ttt;
   // The fork's TTTWrapper (ttt.md §6; FORK models/ssm/ttt_layer.py): H = the LM's num_heads
   // (ttt_integration.py:L69-86), VDIT layer with target LN eps 1e-5, inner LN eps 1e-8, dit eta,
-  // RoPE off, post_norm/wo skipped unless output_post_norm_wo.
+  // RoPE off unless use_rope (the fork's audio RoPE), post_norm/wo skipped unless output_post_norm_wo.
   tcfg_ = ttt::TTTConfig::vdit(cfg.dim, cfg.num_heads, s.mini_batch_size,
                                s.ttt_mlp_layers <= 1 ? ttt::InnerModel::linear : ttt::InnerModel::mlp);
   tcfg_.ttt_mlp_layers = std::max<int64_t>(2, s.ttt_mlp_layers);
@@ -20,6 +20,11 @@ HybridBlock::HybridBlock(const LMConfig& cfg, int layer) {
   tcfg_.recon_target_eps = 1e-5;
   tcfg_.inner_ln_eps = 1e-8;
   tcfg_.output_path = s.output_post_norm_wo ? ttt::OutputPath::post_norm_wo : ttt::OutputPath::skip;
+  if (s.use_rope) {
+    tcfg_.rope = ttt::Rope::fork_audio;
+    tcfg_.rope_theta = s.rope_theta;
+  }
+  tcfg_.scan_checkpoint_group_size = s.scan_checkpoint_group_size;
   tcfg_.layer_index = layer;
   tcfg_.name = "layer" + std::to_string(layer) + ".ttt";
   if (!s.ttt_mlp_hidden_dims.empty())

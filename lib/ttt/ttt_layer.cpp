@@ -6,6 +6,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -186,10 +187,14 @@ TTTLayer::TTTLayer(TTTConfig config, uint64_t seed) : config_(std::move(config))
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   auto normal = [&](std::vector<int64_t> shape, double std) { return at::normal(0.0, std, shape, gen); };
   auto f32 = at::TensorOptions().dtype(at::kFloat);
-  // Inits of spec §1.1 table (N(0, 0.02) weights, zero biases, unit norms).
+  // Inits of spec §1.1 table: N(0, 0.02) weights, unit norms, zero inner biases; the projection
+  // biases keep nn.Linear's default U(+-1/sqrt(D)), untouched by the references' init_weights. (Zero
+  // projection biases make a zero-padded token's key wk.bias = 0, whose L2 normalisation sends
+  // ~1e12 gradients into wk.bias: experiments/pad-tokens.yaml.)
+  const double kb = 1.0 / std::sqrt(static_cast<double>(D));
   for (const char* p : {"wq", "wk", "wv", "wo"}) {
     params_.emplace_back(std::string(p) + ".weight", normal({D, D}, 0.02));
-    if (config_.proj_bias) params_.emplace_back(std::string(p) + ".bias", at::zeros({D}, f32));
+    if (config_.proj_bias) params_.emplace_back(std::string(p) + ".bias", at::rand({D}, gen) * (2 * kb) - kb);
   }
   params_.emplace_back("learnable_ttt_lr_weight", normal({H, 1, D}, 0.02));
   params_.emplace_back("learnable_ttt_lr_bias", at::zeros({H, 1}, f32));
