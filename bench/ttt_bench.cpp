@@ -1,7 +1,9 @@
 // ttt_bench: TTT inner-loop scan (dual form, spec ttt.md §2-3) throughput, forward and
 // forward+backward, on Moshi shapes (H 32, d 128, b 32, L 2048, B 1) and DiT shapes (H 48, d 64,
 // b 64), against the plain op-by-op PyTorch implementation bench/ref/ttt_ref.py run in the same
-// invocation, plus achieved GFLOP/s against a plain batched matmul of the same sizes.
+// invocation, plus achieved GFLOP/s against a plain batched matmul of the same sizes. ttt_scan takes
+// the fused CPU path (lib/ttt/scan_cpu_fused.h) unless MTT_TTT_SCAN=reference; --with-reference also
+// times the C++ op-by-op path (ttt_scan_reference) in the same run.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -9,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ttt/scan_cpu_fused.h"
 #include "ttt/ttt_scan.h"
 
 namespace {
@@ -37,19 +41,38 @@ struct BenchOptions {
   std::string inner = "mlp";
   std::string python;
   std::string ref_script;
-  bool json = false, no_python = false;
+  bool json = false, no_python = false, with_reference = false;
 };
 
-double median_seconds(const std::function<void()>& fn, int warmup, int iters) {
+double process_cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Median wall seconds and median process CPU seconds (all threads; the Python reference reports
+// the same pair). On a shared machine the CPU time is the steadier figure.
+struct Timing {
+  double wall = 0, cpu = 0;
+};
+
+Timing median_timing(const std::function<void()>& fn, int warmup, int iters) {
   for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> ts;
+  std::vector<double> ts, cs;
   for (int i = 0; i < iters; ++i) {
+    const double c0 = process_cpu_seconds();
     auto t0 = std::chrono::steady_clock::now();
     fn();
     ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cs.push_back(process_cpu_seconds() - c0);
   }
   std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
+  std::sort(cs.begin(), cs.end());
+  return {ts[ts.size() / 2], cs[cs.size() / 2]};
+}
+
+double median_seconds(const std::function<void()>& fn, int warmup, int iters) {
+  return median_timing(fn, warmup, iters).wall;
 }
 
 // Forward FLOPs of the dual form per token per head (multiply-add = 2): 14 d h + 6 b (d + h)
@@ -113,10 +136,14 @@ nlohmann::json bench_shape(const BenchOptions& o, const Shape& s) {
     return r;
   };
 
-  double t_fwd = median_seconds([&] {
-    at::NoGradGuard ng;
-    mtt::ttt::ttt_scan(in, tile(W0), tile(B0));
-  }, o.warmup, o.iters);
+  using ScanFn = mtt::ttt::ScanOutputs (*)(const mtt::ttt::ScanInputs&, const std::vector<at::Tensor>&,
+                                             const std::vector<at::Tensor>&);
+  auto time_fwd = [&](ScanFn scan) {
+    return median_timing([&] {
+      at::NoGradGuard ng;
+      scan(in, tile(W0), tile(B0));
+    }, o.warmup, o.iters);
+  };
 
   mtt::ttt::ScanInputs ig = in;
   for (at::Tensor* t : {&ig.XQ, &ig.XK, &ig.XV, &ig.ln_weight, &ig.ln_bias}) *t = t->detach().clone().requires_grad_(true);
@@ -124,14 +151,21 @@ nlohmann::json bench_shape(const BenchOptions& o, const Shape& s) {
   for (auto& t : W0) Wl.push_back(t.clone().requires_grad_(true));
   for (auto& t : B0) Bl.push_back(t.clone().requires_grad_(true));
   at::Tensor G = at::randn(in.XQ.sizes());
-  double t_fb = median_seconds([&] {
-    at::AutoGradMode on(true);
-    auto out = mtt::ttt::ttt_scan(ig, tile(Wl), tile(Bl));
-    (out.XQW * G).sum().backward();
-    for (at::Tensor* t : {&ig.XQ, &ig.XK, &ig.XV, &ig.ln_weight, &ig.ln_bias}) t->mutable_grad() = at::Tensor();
-    for (auto& t : Wl) t.mutable_grad() = at::Tensor();
-    for (auto& t : Bl) t.mutable_grad() = at::Tensor();
-  }, o.warmup, o.iters);
+  auto time_fb = [&](ScanFn scan) {
+    return median_timing([&] {
+      at::AutoGradMode on(true);
+      auto out = scan(ig, tile(Wl), tile(Bl));
+      (out.XQW * G).sum().backward();
+      for (at::Tensor* t : {&ig.XQ, &ig.XK, &ig.XV, &ig.ln_weight, &ig.ln_bias}) t->mutable_grad() = at::Tensor();
+      for (auto& t : Wl) t.mutable_grad() = at::Tensor();
+      for (auto& t : Bl) t.mutable_grad() = at::Tensor();
+    }, o.warmup, o.iters);
+  };
+  const Timing tf = time_fwd(mtt::ttt::ttt_scan), tb = time_fb(mtt::ttt::ttt_scan);
+  const double t_fwd = tf.wall, t_fb = tb.wall;
+  // Which path ttt_scan took for these inputs (the fused CPU path unless MTT_TTT_SCAN=reference).
+  const bool fused = mtt::ttt::cpu_fused_scan_enabled() &&
+                     mtt::ttt::cpu_fused_unsupported_reason(in, tile(W0), tile(B0)).empty();
 
   // Plain batched matmul of the dominant GEMM size ([B*H, b, d] x [B*H, d, h]), NC times.
   at::Tensor a = at::randn({s.B * s.H, s.b, s.d}), bm = at::randn({s.B * s.H, s.d, h});
@@ -145,18 +179,31 @@ nlohmann::json bench_shape(const BenchOptions& o, const Shape& s) {
   const double fwd_flops = flops_per_token_head(s.d, s.b, mlp) * s.H * tokens;
   nlohmann::json r = {{"shape", s.name},
                       {"B", s.B}, {"H", s.H}, {"d", s.d}, {"b", s.b}, {"L", s.L}, {"eta", s.eta}, {"inner", o.inner},
-                      {"threads", at::get_num_threads()},
-                      {"cpp", {{"fwd_s", t_fwd}, {"fwdbwd_s", t_fb}, {"fwd_tokens_per_s", tokens / t_fwd},
+                      {"threads", at::get_num_threads()}, {"scan", fused ? "fused" : "reference"},
+                      {"cpp", {{"fwd_s", t_fwd}, {"fwdbwd_s", t_fb}, {"fwd_cpu_s", tf.cpu}, {"fwdbwd_cpu_s", tb.cpu},
+                               {"fwd_tokens_per_s", tokens / t_fwd},
                                {"fwdbwd_tokens_per_s", tokens / t_fb}, {"fwd_gflops", fwd_flops / t_fwd / 1e9},
                                {"fwdbwd_gflops", 3.0 * fwd_flops / t_fb / 1e9}}},
                       {"matmul_gflops", mm_gflops},
                       {"fwd_fraction_of_matmul", fwd_flops / t_fwd / 1e9 / mm_gflops}};
+  if (o.with_reference) {
+    const Timing rtf = time_fwd(mtt::ttt::ttt_scan_reference), rtb = time_fb(mtt::ttt::ttt_scan_reference);
+    const double rf = rtf.wall, rb = rtb.wall;
+    r["cpp_reference"] = {{"fwd_s", rf}, {"fwdbwd_s", rb}, {"fwd_cpu_s", rtf.cpu}, {"fwdbwd_cpu_s", rtb.cpu},
+                          {"fwd_tokens_per_s", tokens / rf}, {"fwdbwd_tokens_per_s", tokens / rb}};
+    r["speedup_vs_cpp_reference_fwd"] = rf / t_fwd;
+    r["speedup_vs_cpp_reference_fwdbwd"] = rb / t_fb;
+  }
   if (!o.no_python && !o.python.empty()) {
     nlohmann::json py = run_python(o, s);
     r["python"] = py;
     if (py.contains("fwd_s")) {
       r["speedup_fwd"] = py["fwd_s"].get<double>() / t_fwd;
       r["speedup_fwdbwd"] = py["fwdbwd_s"].get<double>() / t_fb;
+    }
+    if (py.contains("fwd_cpu_s")) {
+      r["speedup_fwd_cpu"] = py["fwd_cpu_s"].get<double>() / tf.cpu;
+      r["speedup_fwdbwd_cpu"] = py["fwdbwd_cpu_s"].get<double>() / tb.cpu;
     }
   }
   return r;
@@ -184,6 +231,7 @@ int main(int argc, char** argv) {
   app.add_option("--inner", o.inner, "mlp or linear")->check(CLI::IsMember({"mlp", "linear"}));
   app.add_option("--python", o.python, "python of the torch venv for bench/ref/ttt_ref.py (env MTT_PYTHON)");
   app.add_flag("--no-python", o.no_python, "skip the Python reference");
+  app.add_flag("--with-reference", o.with_reference, "also time the C++ op-by-op path (ttt_scan_reference)");
   app.add_flag("--json", o.json, "print JSON");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -199,7 +247,8 @@ int main(int argc, char** argv) {
                     r["cpp"]["fwd_tokens_per_s"].get<double>(), r["cpp"]["fwdbwd_tokens_per_s"].get<double>(),
                     r["cpp"]["fwd_gflops"].get<double>(), r["matmul_gflops"].get<double>());
         if (r.contains("speedup_fwd"))
-          std::printf("; vs python x%.2f fwd, x%.2f fwd+bwd", r["speedup_fwd"].get<double>(), r["speedup_fwdbwd"].get<double>());
+          std::printf("; vs python x%.2f fwd, x%.2f fwd+bwd (cpu time x%.2f, x%.2f)", r["speedup_fwd"].get<double>(),
+                      r["speedup_fwdbwd"].get<double>(), r.value("speedup_fwd_cpu", 0.0), r.value("speedup_fwdbwd_cpu", 0.0));
         std::printf("\n");
       }
       all.push_back(r);

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -85,7 +86,7 @@ struct Work {
   std::vector<T> live, acts, XX0, tbuf, Mb, eG;
   std::vector<std::vector<T>> XX, D;  // XX_k (k >= 1, 2b x m_k); D_k = gelu'(Z_k) (k < n-1)
   // backward
-  std::vector<T> dstate, dXX0, dT, dM, dA, P, Q, dS, de;
+  std::vector<T> dstate, dXX0, dT, dM, dA, P, Q, de;
   std::vector<std::vector<T>> dZZ, dXX, dG, DT, DL, D2;
   std::vector<T> group;  // recomputed slots of one checkpoint group
 
@@ -99,7 +100,8 @@ struct Work {
     eG.resize(b * L.maxm);
     XX.resize(n);
     D.resize(n);
-    for (int64_t k = 1; k < n; ++k) XX[k].resize(2 * b * L.m[k]);
+    // k >= 1: a third block of b rows holds dS_k-1 in the backward (see backward_step).
+    for (int64_t k = 1; k < n; ++k) XX[k].resize((backward ? 3 : 2) * b * L.m[k]);
     for (int64_t k = 0; k + 1 < n; ++k) D[k].resize(b * L.m[k + 1]);
     if (!backward) return;
     dstate.resize(L.state);
@@ -109,7 +111,6 @@ struct Work {
     dA.resize(b * b);
     P.resize(b * L.maxm);
     Q.resize(b * L.maxm);
-    dS.resize(b * L.maxm);
     de.resize(b);
     dZZ.resize(n);
     dXX.resize(n);
@@ -118,7 +119,7 @@ struct Work {
     DL.resize(n);
     D2.resize(n);
     for (int64_t k = 0; k < n; ++k) {
-      dZZ[k].resize(2 * b * L.m[k + 1]);
+      dZZ[k].resize((k >= 1 ? 3 : 2) * b * L.m[k + 1]);
       dG[k].resize(b * L.m[k + 1]);
       if (k >= 1) dXX[k].resize(2 * b * L.m[k]);
       if (k + 1 < n) {
@@ -294,10 +295,6 @@ void backward_step(const Layout& L, const Ptrs<T>& p, int64_t bh, int64_t i, con
     const T* dZb = w.dZZ[k].data();
     T *M = w.Mb.data(), *dM = w.dM.data(), *dA = w.dA.data(), *dX = dXXk(k);
     for (int64_t j = 0; j < b * b; ++j) M[j] = et[j] * (A[j] + T(1));
-    if (k >= 1) {
-      K::gemm<T>(true, false, r, c, b, 1, Xb, r, dZb, c, 1, ds + L.woff[k], c);
-      colsum_acc(dZb, b, c, ds + L.boff[k]);
-    }
     K::gemm<T>(false, true, b, b, c, -1, dZb, c, G, c, 0, dM, b);
     K::gemm<T>(true, false, b, c, b, -1, M, b, dZb, c, 1, w.dG[k].data(), c);
     for (int64_t j = 0; j < b * b; ++j) {
@@ -318,23 +315,25 @@ void backward_step(const Layout& L, const Ptrs<T>& p, int64_t bh, int64_t i, con
   for (int64_t k = 0; k + 1 < n; ++k) {
     const int64_t c = m[k + 1], c2 = m[k + 2];
     const T *dG = w.dG[k].data(), *S = acts + L.soff[k], *DL = w.DL[k].data(), *D2 = w.D2[k].data();
-    T *dS = w.dS.data(), *dZ = w.dZZ[k].data() + b * c;
+    T *dS = XXk(k + 1) + 2 * b * c, *dZ = w.dZZ[k].data() + b * c;
     for (int64_t j = 0; j < b * c; ++j) {
       dS[j] = dG[j] * DL[j];
       dZ[j] = dG[j] * S[j] * D2[j];
     }
     K::gemm<T>(false, false, b, c2, c, 1, dS, c, slot + L.woff[k + 1], c2, 1, w.dG[k + 1].data(), c2);
-    K::gemm<T>(true, false, c, c2, b, 1, dS, c, acts + L.goff[k + 1], c2, 1, ds + L.woff[k + 1], c2);
+    std::memcpy(w.dZZ[k + 1].data() + 2 * b * c2, acts + L.goff[k + 1], sizeof(T) * b * c2);
   }
   K::ln_l2_grad_vjp_rows(acts + L.zzoff[n - 1] + b * d, xv, xk, gam, bet, L.eps, w.dG[n - 1].data(), b, d,
                          w.dZZ[n - 1].data() + b * d, w.dT.data(), dgam, dbet);
   // Keys, last layer first: Z_k = X_k W_k + b_k, X_k = gelu(Z_k-1).
   for (int64_t k = n - 1; k >= 1; --k) {
     const int64_t c = m[k + 1], r = m[k];
-    const T *X = XXk(k) + b * r, *dZ = w.dZZ[k].data() + b * c;
+    const T* dZ = w.dZZ[k].data() + b * c;
     T* dX = dXXk(k) + b * r;
-    K::gemm<T>(true, false, r, c, b, 1, X, r, dZ, c, 1, ds + L.woff[k], c);
-    colsum_acc(dZ, b, c, ds + L.boff[k]);
+    // dW_k += Xb_k^T dZb_k + X_k^T dZ_k + dS_k-1^T G_k in one GEMM over the stacked 3b rows
+    // (one pass over dW_k instead of three); b_k gets the query and key rows.
+    K::gemm<T>(true, false, r, c, 3 * b, 1, XXk(k), r, w.dZZ[k].data(), c, 1, ds + L.woff[k], c);
+    colsum_acc(w.dZZ[k].data(), 2 * b, c, ds + L.boff[k]);
     K::gemm<T>(false, true, b, r, c, 1, dZ, c, slot + L.woff[k], c, 1, dX, r);
     const T* DT = w.DT[k - 1].data() + b * r;
     T* dZprev = w.dZZ[k - 1].data() + b * r;
@@ -389,6 +388,28 @@ Prepared prepare(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor& X
   return r;
 }
 
+// Runs body(next) on each of LibTorch's intra-op threads; next() hands out (batch, head) indices
+// one at a time (-1 when none is left). Dynamic rather than static chunks: one head's scan is a
+// long sequential job, and on a shared machine a descheduled thread would otherwise hold back the
+// whole call with its fixed share of heads.
+template <typename Body>
+void for_each_head(int64_t BH, Body&& body) {
+  std::atomic<int64_t> counter{0};
+  auto next = [&]() -> int64_t {
+    const int64_t i = counter.fetch_add(1, std::memory_order_relaxed);
+    return i < BH ? i : -1;
+  };
+  const int64_t workers = std::min<int64_t>(BH, at::get_num_threads());
+  if (workers <= 1) {
+    body(next);  // one worker: BLAS may use the other threads itself
+    return;
+  }
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    K::SingleThreadBlas single;
+    body(next);
+  });
+}
+
 template <typename T>
 Ptrs<T> input_ptrs(const Prepared& P) {
   Ptrs<T> p;
@@ -436,9 +457,9 @@ void run_forward(const Prepared& P, Ptrs<T>& p, Saved* saved) {
   T* slots = saved && g == 0 ? saved->slots.data_ptr<T>() : nullptr;
   T* bnd = saved && g > 0 ? saved->boundaries.data_ptr<T>() : nullptr;
   const int64_t ngroups = g > 0 ? (L.NC + g - 1) / g : 0;
-  at::parallel_for(0, L.BH, 1, [&](int64_t h0, int64_t h1) {
+  for_each_head(L.BH, [&](auto&& next) {
     Work<T> w(L, false, 0);
-    for (int64_t bh = h0; bh < h1; ++bh) {
+    for (int64_t bh; (bh = next()) >= 0;) {
       T* live = w.live.data();
       load_state(L, p, bh, live);
       for (int64_t i = 0; i < L.NC; ++i) {
@@ -483,9 +504,9 @@ void run_backward(const Prepared& P, const Ptrs<T>& p, const Saved& saved, const
   std::vector<T*> dW, dB;
   for (auto& t : gr.dW) dW.push_back(t.data_ptr<T>());
   for (auto& t : gr.dB) dB.push_back(t.data_ptr<T>());
-  at::parallel_for(0, L.BH, 1, [&](int64_t h0, int64_t h1) {
+  for_each_head(L.BH, [&](auto&& next) {
     Work<T> w(L, true, g);
-    for (int64_t bh = h0; bh < h1; ++bh) {
+    for (int64_t bh; (bh = next()) >= 0;) {
       T* ds = w.dstate.data();
       std::fill(ds, ds + L.state, T(0));
       for (int64_t k = 0; k < L.n; ++k) {
@@ -530,7 +551,7 @@ void run_backward(const Prepared& P, const Ptrs<T>& p, const Saved& saved, const
 // The saved-slot buffer of the forward (gigabytes at Moshi sizes). Fresh anonymous memory costs the
 // kernel's page zeroing, as much as the GEMMs of the scan here, so the buffer of the last backward
 // is kept for the next forward (one buffer, the largest seen; cpu_fused_scan_release_cache() frees
-// it). It is 2 MiB-aligned and madvised for transparent huge pages where the kernel offers them.
+// it). (Transparent huge pages were tried: their first touch costs more here, compaction included.)
 struct Region {
   void* raw = nullptr;
   size_t len = 0;
@@ -556,9 +577,9 @@ at::Tensor big_buffer(at::IntArrayRef sizes, const at::TensorOptions& opt) {
   int64_t numel = 1;
   for (int64_t s : sizes) numel *= s;
   const size_t bytes = static_cast<size_t>(numel) * opt.dtype().itemsize();
-  constexpr size_t kHuge = size_t(2) << 20;
-  if (bytes < 4 * kHuge) return at::empty(sizes, opt);
-  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge + kHuge;
+  constexpr size_t kAlign = size_t(2) << 20;
+  if (bytes < 4 * kAlign) return at::empty(sizes, opt);
+  const size_t len = (bytes + kAlign - 1) / kAlign * kAlign + kAlign;
   Region r;
   {
     std::lock_guard<std::mutex> lk(g_cache_mu);
@@ -568,10 +589,8 @@ at::Tensor big_buffer(at::IntArrayRef sizes, const at::TensorOptions& opt) {
     void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return at::empty(sizes, opt);
     r = {raw, len};
-    const uintptr_t start = (reinterpret_cast<uintptr_t>(raw) + kHuge - 1) / kHuge * kHuge;
-    ::madvise(reinterpret_cast<void*>(start), len - (start - reinterpret_cast<uintptr_t>(raw)), MADV_HUGEPAGE);
   }
-  const uintptr_t start = (reinterpret_cast<uintptr_t>(r.raw) + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(r.raw) + kAlign - 1) / kAlign * kAlign;
   return at::from_blob(reinterpret_cast<void*>(start), sizes, [r](void*) { give_back(r); }, opt);
 }
 

@@ -17,6 +17,8 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
 void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const double* alpha,
             const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
             const int* ldc) __attribute__((weak));
+// MKL's per-thread thread count (returns the previous one; 0 = the global setting).
+int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C entry (mkl.h maps mkl_set_num_threads_local to it)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -69,6 +71,14 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
     }
   }
   gemm_fallback(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+SingleThreadBlas::SingleThreadBlas() {
+  if (MKL_Set_Num_Threads_Local) previous_ = MKL_Set_Num_Threads_Local(1);
+}
+
+SingleThreadBlas::~SingleThreadBlas() {
+  if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);
 }
 
 template <typename T>

@@ -14,6 +14,21 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
+// While alive, BLAS calls of this thread run single-threaded (MKL's thread-local setting; a no-op
+// with other BLAS). The fused scan already runs one (batch, head) per intra-op thread, and MKL
+// called from inside that parallel region would otherwise start nested thread teams that spin
+// against each other on a 2-core machine.
+class SingleThreadBlas {
+ public:
+  SingleThreadBlas();
+  ~SingleThreadBlas();
+  SingleThreadBlas(const SingleThreadBlas&) = delete;
+  SingleThreadBlas& operator=(const SingleThreadBlas&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 // tanh in place (ATen's vectorised kernel, the one the reference path uses).
 template <typename T>
 void tanh_inplace(T* x, int64_t n);
