@@ -42,7 +42,6 @@ void run_parity(const std::string& name, const MimiConfig& cfg) {
     if (!why.empty()) GTEST_SKIP() << why;
     return;
   }
-  at::set_num_threads(2);
   at::NoGradGuard ng;
   MimiModel m = MimiModel::load(dir + "/" + name + "_weights.safetensors", cfg);
   auto io = mtt::nn::load_tensors(dir + "/" + name + "_io.safetensors");

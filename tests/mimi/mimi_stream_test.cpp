@@ -68,7 +68,6 @@ StreamResult stream(const MimiModel& m, const at::Tensor& x, KvMode mode, int64_
 }
 
 TEST(MimiStream, FullSizeExactStreamingEqualsOfflineFor12Seconds) {
-  at::set_num_threads(2);
   at::NoGradGuard ng;
   MimiModel m = MimiModel::random(MimiConfig::v0_1(), 42);
   const int64_t frames = 160;  // 12.8 s = 320 encoder-transformer steps > context 250

@@ -119,7 +119,10 @@ def main():
     ap.add_argument("--stream-frames", type=int, default=None)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # scripts/test.sh runs tests side by side with OMP_NUM_THREADS=1; busy-waiting workers of two
+    # processes on the same cores cost more than they gain.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     gen = torch.Generator().manual_seed(args.seed)
     if args.config == "tiny":
         cfg, ncb = tiny_config()
