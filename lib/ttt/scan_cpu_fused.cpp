@@ -16,8 +16,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -388,10 +390,12 @@ Prepared prepare(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor& X
   return r;
 }
 
-// Runs body(next) on each of LibTorch's intra-op threads; next() hands out (batch, head) indices
-// one at a time (-1 when none is left). Dynamic rather than static chunks: one head's scan is a
-// long sequential job, and on a shared machine a descheduled thread would otherwise hold back the
-// whole call with its fixed share of heads.
+// Runs body(next) on at::get_num_threads() threads (the caller's included); next() hands out
+// (batch, head) indices one at a time (-1 when none is left). Plain std::threads: at::parallel_for
+// is header-only OpenMP and runs inline in a translation unit built without -fopenmp, as this one
+// is. Dynamic rather than static chunks: one head's scan is a long sequential job, and on a shared
+// machine a descheduled thread would otherwise hold back the whole call with its fixed share. Each
+// thread runs its BLAS calls single-threaded (MKL would otherwise start its own team per GEMM).
 template <typename Body>
 void for_each_head(int64_t BH, Body&& body) {
   std::atomic<int64_t> counter{0};
@@ -401,13 +405,26 @@ void for_each_head(int64_t BH, Body&& body) {
   };
   const int64_t workers = std::min<int64_t>(BH, at::get_num_threads());
   if (workers <= 1) {
-    body(next);  // one worker: BLAS may use the other threads itself
+    body(next);  // one worker: BLAS may use LibTorch's threads itself
     return;
   }
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    K::SingleThreadBlas single;
-    body(next);
-  });
+  std::vector<std::exception_ptr> errors(workers);
+  auto run = [&](int64_t t) {
+    try {
+      K::SingleThreadBlas single;
+      body(next);
+    } catch (...) {
+      errors[t] = std::current_exception();
+      counter.store(BH);  // stop handing out heads
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(workers - 1);
+  for (int64_t t = 1; t < workers; ++t) threads.emplace_back(run, t);
+  run(0);
+  for (auto& th : threads) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 template <typename T>
