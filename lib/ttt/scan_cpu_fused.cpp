@@ -408,6 +408,7 @@ void for_each_head(int64_t BH, Body&& body) {
     body(next);  // one worker: BLAS may use LibTorch's threads itself
     return;
   }
+  K::NoOpenMpTeams no_teams;
   std::vector<std::exception_ptr> errors(workers);
   auto run = [&](int64_t t) {
     try {

@@ -19,6 +19,12 @@ void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
             const int* ldc) __attribute__((weak));
 // MKL's per-thread thread count (returns the previous one; 0 = the global setting).
 int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C entry (mkl.h maps mkl_set_num_threads_local to it)
+// The OpenMP runtime LibTorch loads: MKL's GNU-threaded layer sizes its teams by the calling
+// thread's omp_get_max_threads() too.
+int omp_get_max_threads() __attribute__((weak));
+void omp_set_num_threads(int n) __attribute__((weak));
+int omp_get_max_active_levels() __attribute__((weak));
+void omp_set_max_active_levels(int n) __attribute__((weak));
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -75,10 +81,15 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
 
 SingleThreadBlas::SingleThreadBlas() {
   if (MKL_Set_Num_Threads_Local) previous_ = MKL_Set_Num_Threads_Local(1);
+  if (omp_get_max_threads && omp_set_num_threads) {
+    previous_omp_ = omp_get_max_threads();
+    omp_set_num_threads(1);
+  }
 }
 
 SingleThreadBlas::~SingleThreadBlas() {
   if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);
+  if (previous_omp_ > 0) omp_set_num_threads(previous_omp_);
 }
 
 template <typename T>
@@ -298,5 +309,20 @@ MTT_SIMD_CLONES void ln_l2_grad_vjp_rows(const T* z, const T* xv, const T* xk, c
 
 MTT_INSTANTIATE(float)
 MTT_INSTANTIATE(double)
+
+}  // namespace mtt::ttt::cpu
+
+namespace mtt::ttt::cpu {
+
+NoOpenMpTeams::NoOpenMpTeams() {
+  if (omp_get_max_active_levels && omp_set_max_active_levels) {
+    previous_ = omp_get_max_active_levels();
+    omp_set_max_active_levels(0);
+  }
+}
+
+NoOpenMpTeams::~NoOpenMpTeams() {
+  if (previous_ >= 0) omp_set_max_active_levels(previous_);
+}
 
 }  // namespace mtt::ttt::cpu

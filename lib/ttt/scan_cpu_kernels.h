@@ -14,8 +14,8 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
-// While alive, BLAS calls of this thread run single-threaded (MKL's thread-local setting; a no-op
-// with other BLAS). The fused scan already runs one (batch, head) per intra-op thread, and MKL
+// While alive, BLAS calls of this thread run single-threaded (MKL's thread-local setting and this
+// thread's OpenMP team size; a no-op with other BLAS). The fused scan already runs one (batch, head) per intra-op thread, and MKL
 // called from inside that parallel region would otherwise start nested thread teams that spin
 // against each other on a 2-core machine.
 class SingleThreadBlas {
@@ -26,7 +26,21 @@ class SingleThreadBlas {
   SingleThreadBlas& operator=(const SingleThreadBlas&) = delete;
 
  private:
-  int previous_ = 0;
+  int previous_ = 0, previous_omp_ = 0;
+};
+
+// While alive, no OpenMP parallel region starts anywhere in the process (max-active-levels 0;
+// restored after). MKL sizes its GEMM teams by its global thread count even in threads that asked
+// for one thread, and its k-split teams spin against the fused scan's own threads.
+class NoOpenMpTeams {
+ public:
+  NoOpenMpTeams();
+  ~NoOpenMpTeams();
+  NoOpenMpTeams(const NoOpenMpTeams&) = delete;
+  NoOpenMpTeams& operator=(const NoOpenMpTeams&) = delete;
+
+ private:
+  int previous_ = -1;
 };
 
 // tanh in place (ATen's vectorised kernel, the one the reference path uses).
