@@ -16,6 +16,7 @@
 #include "moshi/lm.h"
 #include "moshi/lmgen.h"
 #include "nn/tensor_io.h"
+#include "moshi_test_util.h"
 #include "test_util.h"
 
 namespace mtt::moshi {
@@ -23,56 +24,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool ref_available(std::string* why) {
-  static int cached = -1;
-  static std::string reason;
-  if (cached < 0) {
-    const std::string py = MTT_REF_PYTHON;
-    if (py.empty() || !fs::exists(py)) {
-      cached = 0;
-      reason = "reference venv missing (MTT_REF_PYTHON='" + py + "')";
-    } else {
-      auto r = test::run_command(py + " -c 'import moshi'");
-      cached = r.status == 0 ? 1 : 0;
-      if (!cached) reason = "the reference venv lacks the moshi package: " + r.err;
-    }
-  }
-  if (why) *why = reason;
-  return cached == 1;
-}
-
-#define REQUIRE_REF()                                   \
-  do {                                                  \
-    std::string why_;                                   \
-    if (!ref_available(&why_)) GTEST_SKIP() << why_;    \
-  } while (0)
-
-std::string script() { return (test::source_dir() / "tests" / "moshi" / "ref" / "moshi_ref.py").string(); }
-
-struct RefRun {
-  test::TempDir dir;
-  std::string config, weights;
-};
-
-void write_model(LMModel& m, RefRun& run) {
-  run.config = (run.dir / "config.json").string();
-  run.weights = (run.dir / "weights.safetensors").string();
-  std::ofstream(run.config) << m.config().to_json();
-  nn::save_tensors(run.weights, m.state_dict());
-}
-
-std::map<std::string, at::Tensor> run_ref(RefRun& run, const std::string& mode,
-                                          const std::map<std::string, at::Tensor>& inputs,
-                                          const std::string& extra = "") {
-  const std::string in = (run.dir / (mode + "_in.safetensors")).string();
-  const std::string out = (run.dir / (mode + "_out.safetensors")).string();
-  nn::save_tensors(in, inputs);
-  auto r = test::run_command(std::string(MTT_REF_PYTHON) + " " + script() + " " + mode + " " + run.config + " " +
-                             run.weights + " " + in + " " + out + " " + extra);
-  EXPECT_EQ(r.status, 0) << r.err;
-  if (r.status != 0) return {};
-  return nn::load_tensors(out);
-}
+using testing::RefRun;
+using testing::run_ref;
+using testing::write_model;
+#define REQUIRE_REF() MTT_REQUIRE_MOSHI_REF()
 
 at::Tensor random_codes(const LMConfig& c, int64_t B, int64_t T, uint64_t seed, bool with_zero_tokens) {
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);

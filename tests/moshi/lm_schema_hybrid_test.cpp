@@ -15,6 +15,7 @@
 #include "moshi/lm.h"
 #include "moshi/lmgen.h"
 #include "moshi/schema.h"
+#include "moshi_test_util.h"
 
 namespace mtt::moshi {
 namespace {
@@ -29,11 +30,7 @@ LMConfig tiny_hybrid() {
 }
 
 at::Tensor codes_for(const LMConfig& c, int64_t B, int64_t T, uint64_t seed) {
-  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::Tensor codes = at::empty({B, c.num_codebooks(), T}, at::TensorOptions().dtype(at::kLong));
-  codes.select(1, 0).random_(0, c.text_card, g);
-  codes.narrow(1, 1, c.n_q).random_(0, c.card, g);
-  return codes;
+  return testing::random_codes(c, B, T, seed);
 }
 
 at::Tensor masked_loss(const LMOutput& o, const at::Tensor& codes, const LMConfig& c) {
@@ -46,22 +43,7 @@ at::Tensor masked_loss(const LMOutput& o, const at::Tensor& codes, const LMConfi
   return loss;
 }
 
-void expect_params_match_schema(LMModel& m) {
-  ModelSchema s = declare_parameters(m.config().to_schema());
-  std::map<std::string, std::vector<int64_t>> model, schema;
-  for (auto& [n, t] : m.named_parameters()) model[n] = t->sizes().vec();
-  for (auto& d : s.params) schema[d.name] = d.shape;
-  for (auto& [n, shape] : schema) {
-    auto it = model.find(n);
-    if (it == model.end()) {
-      ADD_FAILURE() << "schema declares " << n << ", the model has no such parameter";
-      continue;
-    }
-    EXPECT_EQ(it->second, shape) << n;
-  }
-  for (auto& [n, shape] : model)
-    EXPECT_TRUE(schema.count(n)) << "model parameter " << n << " is not declared by the schema";
-}
+using testing::expect_params_match_schema;
 
 TEST(MoshiSchema, RegisteredParametersEqualTheDeclaration) {
   for (const LMConfig& c : {LMConfig::tiny(), LMConfig::tiny(8), tiny_hybrid(), LMConfig::moshiko_7b()}) {
