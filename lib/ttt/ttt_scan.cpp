@@ -196,12 +196,15 @@ RangeOut run_range(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor&
   const int64_t NC = XQ.size(2);
   std::vector<at::Tensor> outs, lbs, las;
   outs.reserve(NC);
+  // unbind rather than select(2, i): select's backward builds a full-size zero gradient per
+  // mini-batch (quadratic in NC); unbind's stacks the pieces once.
+  const std::vector<at::Tensor> q = XQ.unbind(2), k = XK.unbind(2), v = XV.unbind(2), e = eta.unbind(2);
   for (int64_t i = 0; i < NC; ++i) {
     StepInputs s;
-    s.XQ = XQ.select(2, i);
-    s.XK = XK.select(2, i);
-    s.XV = XV.select(2, i);
-    s.eta = eta.select(2, i);
+    s.XQ = q[i];
+    s.XK = k[i];
+    s.XV = v[i];
+    s.eta = e[i];
     s.ln_weight = lnw;
     s.ln_bias = lnb;
     s.ln_eps = eps;
