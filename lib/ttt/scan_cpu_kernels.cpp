@@ -135,13 +135,28 @@ MTT_SIMD_CLONES void gelu_bwd_from_tanh(const T* __restrict z, const T* __restri
   }
 }
 
-template <typename T>
-MTT_SIMD_CLONES void row_stats(const T* __restrict z, int64_t D, double eps, T& mean, T& rstd) {
+// Row sums with 16 independent partial sums: the compiler may not reorder a single running sum
+// (no -ffast-math), and one dependent add per element made these reductions the hot spot of the
+// TTT-Linear scan. f(j) gives the j-th term.
+constexpr int kLanes = 16;
+
+template <typename T, typename F>
+inline __attribute__((always_inline)) T lane_sum(int64_t D, F f) {
+  T acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= D; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(j + l);
   T s = 0;
-  for (int64_t j = 0; j < D; ++j) s += z[j];
-  const T mu = s / static_cast<T>(D);
-  T v = 0;
-  for (int64_t j = 0; j < D; ++j) v += (z[j] - mu) * (z[j] - mu);
+  for (; j < D; ++j) s += f(j);
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  return s;
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void row_stats(const T* __restrict z, int64_t D, double eps, T& mean,
+                                                     T& rstd) {
+  const T mu = lane_sum<T>(D, [&](int64_t j) { return z[j]; }) / static_cast<T>(D);
+  const T v = lane_sum<T>(D, [&](int64_t j) { return (z[j] - mu) * (z[j] - mu); });
   mean = mu;
   rstd = T(1) / std::sqrt(v / static_cast<T>(D) + static_cast<T>(eps));
 }
@@ -180,15 +195,10 @@ MTT_SIMD_CLONES void ln_l2_grad_rows(const T* z, const T* xv, const T* xk, const
     T mu, rstd;
     row_stats(zr, D, eps, mu, rstd);
     // ghat = gamma (gamma zhat + beta - t); G = (ghat - mean ghat - zhat mean(ghat zhat)) rstd.
-    T sg = 0, sgz = 0, sl = 0;
-    for (int64_t j = 0; j < D; ++j) {
-      const T zh = (zr[j] - mu) * rstd;
-      const T g = gamma[j] * zh + beta[j] - (vr[j] - kr[j]);
-      sl += g * g;
-      const T gh = g * gamma[j];
-      sg += gh;
-      sgz += gh * zh;
-    }
+    auto g_at = [&](int64_t j) { return gamma[j] * ((zr[j] - mu) * rstd) + beta[j] - (vr[j] - kr[j]); };
+    const T sl = lane_sum<T>(D, [&](int64_t j) { const T g = g_at(j); return g * g; });
+    const T sg = lane_sum<T>(D, [&](int64_t j) { return g_at(j) * gamma[j]; });
+    const T sgz = lane_sum<T>(D, [&](int64_t j) { return g_at(j) * gamma[j] * ((zr[j] - mu) * rstd); });
     if (loss) loss[r] = sl * invD;
     if (!G) continue;
     const T mg = sg * invD, mgz = sgz * invD;
@@ -221,15 +231,12 @@ MTT_SIMD_CLONES void ln_out_bwd_rows(const T* dout, const T* z, const T* gamma, 
     const T* dr = dout + r * D;
     T mu, rstd;
     row_stats(zr, D, eps, mu, rstd);
-    T s1 = 0, s2 = 0;
     for (int64_t j = 0; j < D; ++j) {
-      const T zh = (zr[j] - mu) * rstd;
-      const T dzh = dr[j] * gamma[j];
-      s1 += dzh;
-      s2 += dzh * zh;
-      dgamma[j] += dr[j] * zh;
+      dgamma[j] += dr[j] * ((zr[j] - mu) * rstd);
       dbeta[j] += dr[j];
     }
+    const T s1 = lane_sum<T>(D, [&](int64_t j) { return dr[j] * gamma[j]; });
+    const T s2 = lane_sum<T>(D, [&](int64_t j) { return dr[j] * gamma[j] * ((zr[j] - mu) * rstd); });
     const T m1 = s1 * invD, m2 = s2 * invD;
     for (int64_t j = 0; j < D; ++j) {
       const T zh = (zr[j] - mu) * rstd;
@@ -256,18 +263,13 @@ MTT_SIMD_CLONES void ln_l2_grad_vjp_rows(const T* z, const T* xv, const T* xk, c
     const T* gr = dG + r * D;
     T mu, rstd;
     row_stats(zr, D, eps, mu, rstd);
-    T sg = 0, sgz = 0, su = 0, suz = 0;
-    for (int64_t j = 0; j < D; ++j) {
-      const T zh = (zr[j] - mu) * rstd;
-      const T gh = (gamma[j] * zh + beta[j] - (vr[j] - kr[j])) * gamma[j];
-      const T u = gr[j] * rstd;
-      sg += gh;
-      sgz += gh * zh;
-      su += u;
-      suz += u * zh;
-    }
+    auto zh_at = [&](int64_t j) { return (zr[j] - mu) * rstd; };
+    auto gh_at = [&](int64_t j) { return (gamma[j] * zh_at(j) + beta[j] - (vr[j] - kr[j])) * gamma[j]; };
+    const T sg = lane_sum<T>(D, gh_at);
+    const T sgz = lane_sum<T>(D, [&](int64_t j) { return gh_at(j) * zh_at(j); });
+    const T su = lane_sum<T>(D, [&](int64_t j) { return gr[j] * rstd; });
+    const T suz = lane_sum<T>(D, [&](int64_t j) { return gr[j] * rstd * zh_at(j); });
     const T a = sg * invD, s = sgz * invD, mu_u = su * invD, mu_uz = suz * invD;
-    T sdzh = 0, sdzhz = 0, drstd = 0;
     T* dzr = dz + r * D;
     T* dtr = dt + r * D;
     for (int64_t j = 0; j < D; ++j) {
@@ -276,15 +278,14 @@ MTT_SIMD_CLONES void ln_l2_grad_vjp_rows(const T* z, const T* xv, const T* xk, c
       const T gh = (gamma[j] * zh + beta[j] - tj) * gamma[j];
       const T u = gr[j] * rstd;
       const T dgh = u - mu_u - zh * mu_uz;
-      const T dzh = gamma[j] * gamma[j] * dgh - u * s - gh * mu_uz;
-      drstd += gr[j] * (gh - a - zh * s);
       dgamma[j] += dgh * (T(2) * gamma[j] * zh + beta[j] - tj);
       dbeta[j] += dgh * gamma[j];
       dtr[j] = -gamma[j] * dgh;
-      dzr[j] = dzh;  // finished below
-      sdzh += dzh;
-      sdzhz += dzh * zh;
+      dzr[j] = gamma[j] * gamma[j] * dgh - u * s - gh * mu_uz;  // dzhat; finished below
     }
+    const T drstd = lane_sum<T>(D, [&](int64_t j) { return gr[j] * (gh_at(j) - a - zh_at(j) * s); });
+    const T sdzh = lane_sum<T>(D, [&](int64_t j) { return dzr[j]; });
+    const T sdzhz = lane_sum<T>(D, [&](int64_t j) { return dzr[j] * zh_at(j); });
     const T m1 = sdzh * invD, m2 = sdzhz * invD, k = drstd * rstd * rstd * invD;
     for (int64_t j = 0; j < D; ++j) {
       const T zh = (zr[j] - mu) * rstd;
