@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "app_main.h"
 #include "core/error.h"
 #include "experiments/moshi_training.h"
 #include "experiments/registry.h"
@@ -169,12 +170,7 @@ int main(int argc, char** argv) {
   TrainCmd train;
   auto* train_cmd = app.add_subcommand("train", "train the tiny Moshi-TTT on a moshi-finetune jsonl with truncated BPTT");
   declare_train(*train_cmd, train);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : mtt::kExitUsage;
-  }
-  try {
+  return mtt::app::run(app, argc, argv, "ttt-sweep", [&] {
     if (*run_cmd) return run(run_opts, argv[0]);
     if (*list_cmd) {
       for (const auto& k : ex::builtin_experiments()) std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
@@ -182,16 +178,7 @@ int main(int argc, char** argv) {
     }
     if (*speech_cmd) return run_speech(speech);
     if (*train_cmd) return run_train(train);
-    if (*sum_cmd) {
-      print_result(ex::summarize_sweep(sum_dir), sum_json);
-      return 0;
-    }
-  } catch (const mtt::Error& e) {
-    std::fprintf(stderr, "ttt-sweep: %s\n", e.what());
-    return e.exit_status();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ttt-sweep: %s\n", e.what());
-    return mtt::kExitInternal;
-  }
-  return 0;
+    if (*sum_cmd) print_result(ex::summarize_sweep(sum_dir), sum_json);
+    return 0;
+  });
 }
