@@ -42,15 +42,9 @@ struct Targets {
 };
 
 Targets make_targets(const moshi::LMConfig& c, const at::Tensor& codes, const MoshiLossOptions& o) {
-  const int64_t B = codes.size(0), K = codes.size(1), T = codes.size(2);
-  if (K != c.num_codebooks())
-    throw Error("", "codes", "expected " + std::to_string(c.num_codebooks()) + " streams, got " + std::to_string(K),
-                ErrorKind::Usage);
-  std::vector<int64_t> init(static_cast<size_t>(K), c.initial_token_id());
-  init[0] = c.text_initial_token_id();
-  at::Tensor initial = at::tensor(init, codes.options()).view({1, K, 1}).expand({B, K, 1});
+  const int64_t T = codes.size(2);
   Targets t;
-  t.delayed = at::cat({initial, moshi::delay_sequence(c.delays, codes, initial)}, 2);
+  t.delayed = moshi::delayed_with_initial(c, codes);
   at::Tensor tgt = t.delayed.narrow(2, 1, T);
   at::Tensor pos = at::arange(T, codes.options());
   auto valid = [&](int64_t k) { return (pos >= c.delays[static_cast<size_t>(k)]).view({1, T}) & (tgt.select(1, k) != -1); };

@@ -459,17 +459,21 @@ at::Tensor LMModel::depformer_step(int64_t k, const at::Tensor& token, const at:
   return linears_[static_cast<size_t>(k)](y).select(1, 0);
 }
 
+at::Tensor delayed_with_initial(const LMConfig& c, const at::Tensor& codes) {
+  const int64_t B = codes.size(0), K = codes.size(1);
+  if (K != c.num_codebooks())
+    throw Error("", "codes", "expected " + std::to_string(c.num_codebooks()) + " codebooks, got " + std::to_string(K),
+                ErrorKind::Usage);
+  std::vector<int64_t> init(static_cast<size_t>(K), c.initial_token_id());
+  init[0] = c.text_initial_token_id();
+  at::Tensor initial = at::tensor(init, codes.options()).view({1, K, 1}).expand({B, K, 1});
+  return at::cat({initial, delay_sequence(c.delays, codes, initial)}, 2);
+}
+
 LMOutput LMModel::forward(const at::Tensor& codes) {
   // lm.py:322-377.
-  const int64_t B = codes.size(0), K = codes.size(1), T = codes.size(2);
-  if (K != cfg_.num_codebooks())
-    throw Error("", "codes", "expected " + std::to_string(cfg_.num_codebooks()) + " codebooks, got " + std::to_string(K),
-                ErrorKind::Usage);
-  std::vector<int64_t> init(static_cast<size_t>(K), cfg_.initial_token_id());
-  init[0] = cfg_.text_initial_token_id();
-  at::Tensor initial = at::tensor(init, codes.options()).view({1, K, 1}).expand({B, K, 1});
-  at::Tensor delayed = delay_sequence(cfg_.delays, codes, initial);
-  delayed = at::cat({initial, delayed}, 2);
+  const int64_t T = codes.size(2);
+  at::Tensor delayed = delayed_with_initial(cfg_, codes);
   auto [h, text_logits] = forward_text(delayed.narrow(2, 0, T), nullptr);
   LMOutput out;
   at::Tensor logits = forward_depformer_training(delayed.narrow(2, 1, T), h);

@@ -128,6 +128,10 @@ class LMModel {
   std::shared_ptr<void> keep_alive_;   // mmap'd file of zero-copy parameters
 };
 
+// The training input of upstream LMModel.forward (lm.py:322-340): codes [B, K, T] (undelayed) ->
+// [B, K, T + 1], the initial tokens in front of the delayed codes. Throws when K != num_codebooks.
+at::Tensor delayed_with_initial(const LMConfig& c, const at::Tensor& codes);
+
 // Upstream _delay_sequence / _undelay_sequence (lm_utils.py:9-40).
 at::Tensor delay_sequence(const std::vector<int64_t>& delays, const at::Tensor& codes, const at::Tensor& initial);
 std::pair<at::Tensor, at::Tensor> undelay_sequence(const std::vector<int64_t>& delays, const at::Tensor& logits,
