@@ -20,34 +20,11 @@
 #include <utility>
 #include <vector>
 
+#include "ttt/variants.h"
+
 namespace mtt::ttt {
 
 class InnerLoopLog;  // inner_loop_log.h
-
-enum class InnerModel { linear, mlp };
-// Reconstruction target handed to the op as "XV" (the op trains on XV - XK), spec §1.1 step 4, §7a.
-//   correct: LN(XV - XK) + XK (unbiased std, eps recon_target_eps, shares ttt_norm gamma/beta)
-//   legacy:  the fork's per-head layer_norm(XV) (biased variance), XK neither subtracted nor added
-//   raw:     XV unchanged (LMPT: target = XV - XK, no LN)
-enum class ReconTarget { correct, legacy, raw };
-// Learning-rate matrix eta[i, j] of a mini-batch (§1.1 step 7, §1.2):
-//   causal: max(0, 1/(i+1) + tau_i) * base_lr * sigmoid(x_j.w_h + c_h) / d, lower-triangular
-//   dit:    base_lr * sigmoid(x_j.w_h + c_h) / (d * b) for every row, no tril (future leak, §4)
-enum class Eta { causal, dit };
-enum class OutputPath { post_norm_wo, skip };
-enum class PadUpdates { masked, legacy };
-// functional: state lives in TTTState only. legacy_batch0_copy: after an eval-mode forward, batch
-// element 0's final state is copied into the parameters (fork bug b). legacy_write_params: the same
-// copy on every forward, training included (fork bug c). Both legacy modes start each call from the
-// parameters and ignore the TTTState contents.
-enum class StateMode { functional, legacy_batch0_copy, legacy_write_params };
-// RoPE on XQ/XK, adjacent-pair convention (2i, 2i+1), cos/sin computed in fp32 (§1.2):
-//   none; minibatch_1d: positions modulo b over the whole head dim (LMPT/LMJAX);
-//   vdit_frames: VDIT's 3-D RoPE on a 1x1 grid: the first d/4 channels rotate by the absolute
-//   position t with theta^(-2i/(d/4)), the rest are untouched (golden *_rope1d files);
-//   fork_audio: the Moshi-TTT fork's optional "audio" RoPE (use_rope, off by default; ttt.md §6):
-//   positions modulo b, frequencies theta^(-2i/d) * (0.5 + 1.5 exp(-2i/(2d))) over the whole head dim.
-enum class Rope { none, minibatch_1d, vdit_frames, fork_audio };
 
 struct TTTConfig {
   int64_t model_dim = 0;          // D
