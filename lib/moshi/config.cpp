@@ -162,6 +162,8 @@ TTTSettings ttt_from_node(const YAML::Node& root, const std::string& file) {
     else if (k == "chunk_size") t.inplace_chunk_size = yaml_get<int64_t>(v, k, file);
     else if (k == "delta_clip_fro_norm") t.inplace_delta_clip = v.IsNull() ? 0.0 : yaml_get<double>(v, k, file);
     else if (k == "inplace_activation") t.inplace_activation = yaml_get<std::string>(v, k, file);
+    else if (k == "multilayer_query") ttt::parse_variant(yaml_get<std::string>(v, k, file), t.multilayer_query, file, "ttt." + k);
+    else if (k == "streaming_state") ttt::parse_variant(yaml_get<std::string>(v, k, file), t.streaming_state, file, "ttt." + k);
     else if (k == "log_inner_loop_losses") t.log_inner_loop_losses = yaml_get<bool>(v, k, file);
     // other keys (plot dirs, intervals) belong to the trainer and are ignored here
   }

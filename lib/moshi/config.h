@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "moshi/schema.h"
+#include "ttt/variants.h"
 
 namespace mtt::moshi {
 
@@ -91,6 +92,10 @@ struct TTTSettings {
   // FFN activation of In-Place layers: "gating" (the LM's own, so a zero target generator is the
   // base model) or "gelu" (the port's F.gelu, ttt.md §8 / lib/ttt/inplace_ttt.h).
   std::string inplace_activation = "gating";
+  // Fork-exact numerics (issue 12), chosen for fork checkpoints by the run-dir resolver: the
+  // fork's multi-layer TTT-MLP query pass and its stateless 2-layer streaming.
+  ttt::MultiLayerQuery multilayer_query = ttt::MultiLayerQuery::dual;
+  ttt::StreamingState streaming_state = ttt::StreamingState::persistent;
   // Figure-5 logging knobs are accepted and kept for the trainer.
   bool log_inner_loop_losses = false;
 
