@@ -55,9 +55,10 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   const std::string text = read_file(opt.config);
   const json cfg = yaml_to_json(text, opt.config);
   TrainConfig tc = train_config_from_json(cfg, opt.config);
-  moshi::TTTSettings ts = moshi::ttt_settings_from_yaml(text, opt.config);
-  if (!cfg.contains("ttt")) {  // no section: the fork's hybrid in every layer of the tiny model
-    ts = moshi::TTTSettings{};
+  moshi::TTTSettings ts;
+  if (cfg.contains("ttt")) {
+    ts = moshi::ttt_settings_from_yaml(text, opt.config);
+  } else {  // no section: the fork's hybrid in every layer of the tiny model
     ts.enable = true;
     ts.layers = "all";
   }

@@ -79,108 +79,7 @@ int64_t TransformerConfig::kv_capacity() const {
   return 0;
 }
 
-// ------------------------------------------------------------------------------------------
-// TTT settings
-
-std::vector<int> TTTSettings::resolve_layers(int64_t n, const std::string& file) const {
-  std::vector<int> out;
-  if (!enable || layers == "none" || layers.empty()) return out;
-  if (layers == "all") {
-    for (int i = 0; i < n; ++i) out.push_back(i);
-    return out;
-  }
-  if (layers == "middle") {  // fork ttt_integration.py:L35-66
-    for (int64_t i = n / 4; i < 3 * n / 4; ++i) out.push_back(static_cast<int>(i));
-    return out;
-  }
-  if (layers == "inplace") {  // checkpoint-keys.md §2.1: i >= start and (i - start) % freq == 0
-    for (int64_t i = inplace_start_layer; i < n; i += std::max<int64_t>(1, inplace_layer_frequency))
-      out.push_back(static_cast<int>(i));
-    return out;
-  }
-  std::set<int> s;
-  std::stringstream ss(layers);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (item.empty()) continue;
-    size_t pos = 0;
-    long v = 0;
-    try {
-      v = std::stol(item, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    if (pos != item.size())
-      throw Error(file, "ttt.layers", "bad layer list '" + layers + "' (none, all, middle or \"29,30,31\")");
-    if (v < 0 || v >= n)
-      throw Error(file, "ttt.layers", "layer " + item + " out of range for " + std::to_string(n) + " layers");
-    s.insert(static_cast<int>(v));
-  }
-  out.assign(s.begin(), s.end());
-  return out;
-}
-
 namespace {
-
-// Reads a YAML/JSON scalar with a readable error.
-template <typename T>
-T yaml_get(const YAML::Node& n, const std::string& key, const std::string& file) {
-  try {
-    return n.as<T>();
-  } catch (const std::exception& e) {
-    throw Error(file, "ttt." + key, std::string("bad value: ") + e.what());
-  }
-}
-
-TTTSettings ttt_from_node(const YAML::Node& root, const std::string& file) {
-  TTTSettings t;
-  YAML::Node n = root["ttt"] ? root["ttt"] : root;
-  if (!n.IsMap()) throw Error(file, "ttt", "expected a mapping");
-  for (auto it = n.begin(); it != n.end(); ++it) {
-    const std::string k = it->first.as<std::string>();
-    const YAML::Node v = it->second;
-    if (k == "enable") t.enable = yaml_get<bool>(v, k, file);
-    else if (k == "layers") t.layers = yaml_get<std::string>(v, k, file);
-    else if (k == "base_lr") t.base_lr = yaml_get<double>(v, k, file);
-    else if (k == "mini_batch_size") t.mini_batch_size = yaml_get<int64_t>(v, k, file);
-    else if (k == "persistent_states") t.persistent_states = yaml_get<bool>(v, k, file);
-    else if (k == "initial_gating_alpha") t.initial_gating_alpha = yaml_get<double>(v, k, file);
-    else if (k == "ttt_mlp_layers") t.ttt_mlp_layers = yaml_get<int64_t>(v, k, file);
-    else if (k == "ttt_mlp_expansion_factor") t.ttt_mlp_expansion_factor = yaml_get<double>(v, k, file);
-    else if (k == "ttt_mlp_hidden_dims") t.ttt_mlp_hidden_dims = yaml_get<std::vector<int64_t>>(v, k, file);
-    else if (k == "variant") t.variant = yaml_get<std::string>(v, k, file);
-    else if (k == "output_post_norm_wo") t.output_post_norm_wo = yaml_get<bool>(v, k, file);
-    else if (k == "use_rope") t.use_rope = yaml_get<bool>(v, k, file);
-    else if (k == "rope_theta") t.rope_theta = yaml_get<double>(v, k, file);
-    else if (k == "scan_checkpoint_group_size") t.scan_checkpoint_group_size = yaml_get<int64_t>(v, k, file);
-    else if (k == "start_layer") t.inplace_start_layer = yaml_get<int64_t>(v, k, file);
-    else if (k == "layer_frequency") t.inplace_layer_frequency = yaml_get<int64_t>(v, k, file);
-    else if (k == "conv_kernel_size") t.conv_kernel_size = yaml_get<int64_t>(v, k, file);
-    else if (k == "ttt_lr" || k == "inplace_lr") t.inplace_lr = yaml_get<double>(v, k, file);
-    else if (k == "chunk_size") t.inplace_chunk_size = yaml_get<int64_t>(v, k, file);
-    else if (k == "delta_clip_fro_norm") t.inplace_delta_clip = v.IsNull() ? 0.0 : yaml_get<double>(v, k, file);
-    else if (k == "inplace_activation") t.inplace_activation = yaml_get<std::string>(v, k, file);
-    else if (k == "multilayer_query") ttt::parse_variant(yaml_get<std::string>(v, k, file), t.multilayer_query, file, "ttt." + k);
-    else if (k == "streaming_state") ttt::parse_variant(yaml_get<std::string>(v, k, file), t.streaming_state, file, "ttt." + k);
-    else if (k == "log_inner_loop_losses") t.log_inner_loop_losses = yaml_get<bool>(v, k, file);
-    // other keys (plot dirs, intervals) belong to the trainer and are ignored here
-  }
-  if (t.variant != "fork_hybrid" && t.variant != "inplace")
-    throw Error(file, "ttt.variant", "unknown variant '" + t.variant + "' (fork_hybrid, inplace)");
-  // In-Place layers are chosen by start_layer / layer_frequency unless `layers` names them
-  // (checkpoint-keys.md §2.1).
-  if (t.variant == "inplace" && !static_cast<const YAML::Node&>(n)["layers"]) t.layers = "inplace";
-  if (t.inplace_activation != "gating" && t.inplace_activation != "gelu" && t.inplace_activation != "silu")
-    throw Error(file, "ttt.inplace_activation", "expected gating, gelu or silu, got '" + t.inplace_activation + "'");
-  if (t.inplace_chunk_size <= 0) throw Error(file, "ttt.chunk_size", "must be positive");
-  if (t.conv_kernel_size <= 0) throw Error(file, "ttt.conv_kernel_size", "must be positive");
-  if (t.mini_batch_size <= 0) throw Error(file, "ttt.mini_batch_size", "must be positive");
-  if (t.ttt_mlp_layers < 1) throw Error(file, "ttt.ttt_mlp_layers", "must be >= 1");
-  if (t.ttt_mlp_expansion_factor <= 0) throw Error(file, "ttt.ttt_mlp_expansion_factor", "must be positive");
-  return t;
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -191,21 +90,6 @@ std::string read_text(const std::string& path) {
 }
 
 }  // namespace
-
-TTTSettings ttt_settings_from_yaml(const std::string& text, const std::string& file) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(file, "line " + std::to_string(e.mark.line + 1), e.msg);
-  }
-  if (!root || !root.IsMap()) throw Error(file, "", "expected a YAML mapping");
-  return ttt_from_node(root, file);
-}
-
-TTTSettings ttt_settings_from_yaml_file(const std::string& path) {
-  return ttt_settings_from_yaml(read_text(path), path);
-}
 
 // ------------------------------------------------------------------------------------------
 // LMConfig
@@ -316,7 +200,7 @@ SchemaConfig LMConfig::to_schema(bool fused) const {
   s.depformer_low_rank_embeddings = depformer_low_rank_embeddings;
   s.fused_attention_names = fused;
   if (ttt.enable) {
-    s.ttt.variant = ttt.variant == "inplace" ? TTTVariant::inplace : TTTVariant::fork_hybrid;
+    s.ttt.variant = ttt.variant;
     s.ttt.layers = ttt.resolve_layers(num_layers);
     s.ttt.ttt_heads = static_cast<int>(num_heads);
     s.ttt.ttt_mlp_layers = static_cast<int>(ttt.ttt_mlp_layers);
@@ -528,8 +412,14 @@ LMConfig LMConfig::from_json(const std::string& text, const std::string& file) {
     jget(g, "top_k", c.top_k, file);
     jget(g, "top_k_text", c.top_k_text, file);
   }
+  // The In-Place port stores its TTT settings in the model config (train.py: lm_config["ttt_config"]),
+  // where its own loader reads them.
+  if (j.contains("ttt_config") && j["ttt_config"].is_object())
+    c.ttt = ttt_settings_from_yaml(j["ttt_config"].dump(), file, TTTDialect::inplace_port);
+  if (j.contains("yarn_config") && j["yarn_config"].is_object() && j["yarn_config"].value("enabled", true))
+    throw Error(file, "yarn_config", "YaRN RoPE scaling is not supported");
   if (j.contains("ttt") && j["ttt"].is_object())
-    c.ttt = ttt_settings_from_yaml(j["ttt"].dump(), file);  // JSON is YAML
+    c.ttt = ttt_settings_from_yaml(j["ttt"].dump(), file);  // JSON is YAML (line numbers: the dump's)
   c.validate(file);
   return c;
 }
@@ -575,29 +465,7 @@ std::string LMConfig::to_json() const {
   if (depformer_max_period) j["depformer_max_period"] = *depformer_max_period;
   if (depformer_layer_scale) j["depformer_layer_scale"] = *depformer_layer_scale;
   j["lm_gen_config"] = {{"temp", temp}, {"temp_text", temp_text}, {"top_k", top_k}, {"top_k_text", top_k_text}};
-  if (ttt.enable) {
-    j["ttt"] = {{"enable", true},
-                {"layers", ttt.layers},
-                {"base_lr", ttt.base_lr},
-                {"mini_batch_size", ttt.mini_batch_size},
-                {"persistent_states", ttt.persistent_states},
-                {"initial_gating_alpha", ttt.initial_gating_alpha},
-                {"ttt_mlp_layers", ttt.ttt_mlp_layers},
-                {"ttt_mlp_expansion_factor", ttt.ttt_mlp_expansion_factor},
-                {"variant", ttt.variant},
-                {"use_rope", ttt.use_rope},
-                {"rope_theta", ttt.rope_theta},
-                {"scan_checkpoint_group_size", ttt.scan_checkpoint_group_size}};
-    if (ttt.variant == "inplace") {
-      j["ttt"]["start_layer"] = ttt.inplace_start_layer;
-      j["ttt"]["layer_frequency"] = ttt.inplace_layer_frequency;
-      j["ttt"]["conv_kernel_size"] = ttt.conv_kernel_size;
-      j["ttt"]["ttt_lr"] = ttt.inplace_lr;
-      j["ttt"]["chunk_size"] = ttt.inplace_chunk_size;
-      j["ttt"]["delta_clip_fro_norm"] = ttt.inplace_delta_clip;
-      j["ttt"]["inplace_activation"] = ttt.inplace_activation;
-    }
-  }
+  if (ttt.enable) j["ttt"] = json::parse(ttt_settings_to_json(ttt));
   return j.dump(2);
 }
 

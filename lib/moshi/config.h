@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "moshi/schema.h"
-#include "ttt/variants.h"
+#include "moshi/ttt_settings.h"
 
 namespace mtt::moshi {
 
@@ -58,51 +58,6 @@ struct TransformerConfig {
   // The attention capacity of a streaming ring (transformer.py:466-474): context, else
   // weights_per_step; 0 means "grow" (unlimited, only for non-streaming use).
   int64_t kv_capacity() const;
-};
-
-// The `ttt:` section of a moshi-finetune fork YAML (seeds/004; fork finetune/args.py:L69-75) plus
-// the variant switches of the library. `layers`: "none" | "all" | "middle" | "29,30,31".
-struct TTTSettings {
-  bool enable = false;
-  std::string layers = "middle";
-  double base_lr = 1.0;
-  int64_t mini_batch_size = 16;
-  bool persistent_states = true;
-  double initial_gating_alpha = 0.1;
-  int64_t ttt_mlp_layers = 2;
-  double ttt_mlp_expansion_factor = 4.0;
-  std::vector<int64_t> ttt_mlp_hidden_dims;
-  std::string variant = "fork_hybrid";  // fork_hybrid | inplace
-  // Fork-faithful switches (ttt.md §6): the fork's forward skips post_norm/wo.
-  bool output_post_norm_wo = false;
-  // The fork's optional audio RoPE (moshi_ttt/config.py use_rope, off by default; ttt::Rope::fork_audio).
-  bool use_rope = false;
-  double rope_theta = 10000.0;
-  // Mini-batches per recomputation group of the TTT scan in training (moshi_ttt/config.py
-  // scan_checkpoint_group_size; activation memory vs recompute, values unchanged; 0 = keep all).
-  int64_t scan_checkpoint_group_size = 0;
-  // In-Place TTT (checkpoint-keys.md §2.1): start layer and frequency (used when layers == "inplace",
-  // the default of the inplace variant when the YAML gives no `layers`).
-  int64_t inplace_start_layer = 5;
-  int64_t inplace_layer_frequency = 6;
-  int64_t conv_kernel_size = 2;
-  double inplace_lr = 1e-3;
-  int64_t inplace_chunk_size = 256;
-  double inplace_delta_clip = 1e-5;             // delta_clip_fro_norm (port default); <= 0: no clip
-  // FFN activation of In-Place layers: "gating" (the LM's own, so a zero target generator is the
-  // base model) or "gelu" (the port's F.gelu, ttt.md §8 / lib/ttt/inplace_ttt.h).
-  std::string inplace_activation = "gating";
-  // Fork-exact numerics (issue 12), chosen for fork checkpoints by the run-dir resolver: the
-  // fork's multi-layer TTT-MLP query pass and its stateless 2-layer streaming.
-  ttt::MultiLayerQuery multilayer_query = ttt::MultiLayerQuery::dual;
-  ttt::StreamingState streaming_state = ttt::StreamingState::persistent;
-  // Figure-5 logging knobs are accepted and kept for the trainer.
-  bool log_inner_loop_losses = false;
-
-  // Resolves `layers` for a model with num_layers layers (sorted, unique). "middle" =
-  // floor(N/4) .. floor(3N/4)-1 (fork ttt_integration.py:L35-66). Throws mtt::Error on a bad spec
-  // or an index out of range.
-  std::vector<int> resolve_layers(int64_t num_layers, const std::string& file = "") const;
 };
 
 struct LMConfig {
@@ -183,9 +138,5 @@ struct LMConfig {
   static LMConfig from_json_file(const std::string& path);
   std::string to_json() const;
 };
-
-// The `ttt:` section of a YAML file (the whole document or its `ttt` mapping).
-TTTSettings ttt_settings_from_yaml(const std::string& text, const std::string& file = "");
-TTTSettings ttt_settings_from_yaml_file(const std::string& path);
 
 }  // namespace mtt::moshi

@@ -156,7 +156,7 @@ void LMModel::build() {
   if (cfg_.ttt.enable) {
     for (int l : cfg_.ttt.resolve_layers(cfg_.num_layers)) {
       auto& layer = transformer_->layers()[static_cast<size_t>(l)];
-      if (cfg_.ttt.variant == "inplace") {
+      if (cfg_.ttt.variant == TTTVariant::inplace) {
         // In-Place TTT replaces the gated FFN's down projection (checkpoint-keys.md §2.1-2.2).
         inplace_[static_cast<size_t>(l)] = std::make_shared<InPlaceBlock>(cfg_, l);
         layer.inplace = inplace_[static_cast<size_t>(l)];
