@@ -10,7 +10,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"ttt-infer: WAV in, WAV out with a Moshi-TTT model, with TTT gate overrides"};
   mtt::infer::InferOptions o;
-  std::string hf_repo, moshi_weight;
+  std::string hf_repo;
   std::optional<double> alpha, multiplier;
   std::vector<std::string> per_layer;
   app.add_option("input", o.input, "input audio (any format libsndfile reads, any rate)")->required();
@@ -23,9 +23,20 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"medium_300m", "moshiko_7b"}));
   app.add_option("--ttt-layers", o.ttt_layers, "TTT layers of a random model: none, all, middle or e.g. 29,30,31");
   app.add_option("--dtype", o.dtype, "LM compute dtype")->check(CLI::IsMember({"f32", "bf16"}));
-  app.add_option("--checkpoint", o.checkpoint, "Moshi-TTT weights: a safetensors file or a moshi-finetune run dir");
-  app.add_option("--hf-repo", hf_repo, "local folder holding model.safetensors, the Mimi weights and the tokenizer");
-  app.add_option("--moshi-weight", moshi_weight, "Moshi weights (same as --checkpoint)");
+  app.add_option("--checkpoint", o.checkpoint,
+                 "Moshi-TTT weights: a safetensors file, a sharded index, a model folder (moshi's config.json) or a "
+                 "moshi-finetune run dir of either fork (its config.json, args.yaml and adapters are read)");
+  app.add_option("--hf-repo", hf_repo, "local model folder: config.json (moshi_name, mimi_name, tokenizer_name) or "
+                                       "model.safetensors + the released Mimi and tokenizer files");
+  app.add_option("--moshi-weight", o.moshi_weight,
+                 "base Moshi weights under an adapter-only run (default: its args.yaml moshi_paths.moshi_path); "
+                 "without --checkpoint: the Moshi weights themselves");
+  app.add_option("--lora-weight", o.lora_weight, "LoRA / adapter safetensors applied over the weights");
+  app.add_option("--step", o.step, "run dirs: load checkpoint_<step> instead of the newest");
+  app.add_option("--fork-numerics", o.fork_numerics,
+                 "auto: the TTT fork's own numerics for runs it wrote (multi-layer query pass, stateless streaming); "
+                 "fork: always; ours: the textbook dual form and a persistent streaming state")
+      ->check(CLI::IsMember({"auto", "fork", "ours"}));
   app.add_option("--mimi-weight", o.mimi_weight, "Mimi weights (safetensors)");
   app.add_option("--tokenizer", o.tokenizer, "SentencePiece model (tokenizer_spm_32k_3.model) to print the text");
   app.add_option("--config", o.config, "moshi config.json");
@@ -57,12 +68,9 @@ int main(int argc, char** argv) {
         throw mtt::Error("", "--force-gating-alpha-layer", "expected LAYER=A, got '" + s + "'", mtt::ErrorKind::Usage);
       o.gates.alpha_per_layer[std::stoi(s.substr(0, eq))] = std::stod(s.substr(eq + 1));
     }
-    if (!moshi_weight.empty()) o.checkpoint = moshi_weight;
-    if (!hf_repo.empty()) {
-      if (o.checkpoint.empty()) o.checkpoint = hf_repo + "/model.safetensors";
-      if (o.mimi_weight.empty()) o.mimi_weight = hf_repo + "/tokenizer-e351c8d8-checkpoint125.safetensors";
-      if (o.tokenizer.empty()) o.tokenizer = hf_repo + "/tokenizer_spm_32k_3.model";
-    }
+    if (o.checkpoint.empty() && !o.moshi_weight.empty()) std::swap(o.checkpoint, o.moshi_weight);
+    if (!hf_repo.empty() && o.checkpoint.empty()) o.checkpoint = hf_repo;
+    o.hf_repo = hf_repo;
     auto r = mtt::infer::run_inference(o, std::cerr);
     std::printf("text: %s\n", r.text.empty() ? "(no tokenizer given; --stats-json has the token ids)" : r.text.c_str());
     std::printf("frames: %lld  audio: %.2f s  wall: %.2f s  real-time factor: %.3f\n",

@@ -68,6 +68,14 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   mo.checkpoint = opt.checkpoint;
   mo.mimi_weight = opt.mimi_weight;
   mo.config = opt.config;
+  mo.moshi_weight = opt.moshi_weight;
+  mo.lora_weight = opt.lora_weight;
+  mo.model_folder = opt.hf_repo;
+  mo.step = opt.step;
+  if (opt.fork_numerics == "auto") mo.fork_numerics = moshi::ForkNumerics::automatic;
+  else if (opt.fork_numerics == "fork") mo.fork_numerics = moshi::ForkNumerics::fork;
+  else if (opt.fork_numerics == "ours") mo.fork_numerics = moshi::ForkNumerics::ours;
+  else throw Error("", "--fork-numerics", "expected auto, fork or ours, got '" + opt.fork_numerics + "'", ErrorKind::Usage);
   mo.seed = opt.seed;
   if (opt.dtype != "f32" && opt.dtype != "bf16")
     throw Error("", "--dtype", "expected f32 or bf16, got '" + opt.dtype + "'", ErrorKind::Usage);
@@ -144,7 +152,8 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   gen.reset(1);
   mimi::MimiStreamer enc(*codec), dec(*codec);
   std::unique_ptr<io::TextTokenizer> tok;
-  if (!opt.tokenizer.empty()) tok = std::make_unique<io::TextTokenizer>(io::TextTokenizer::load(opt.tokenizer));
+  const std::string tok_path = !opt.tokenizer.empty() ? opt.tokenizer : models.tokenizer_path;
+  if (!tok_path.empty()) tok = std::make_unique<io::TextTokenizer>(io::TextTokenizer::load(tok_path));
 
   std::vector<float> out_pcm;
   Progress bar("ttt-infer", static_cast<uint64_t>(n_frames), opt.progress);

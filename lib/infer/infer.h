@@ -25,7 +25,12 @@ struct InferOptions {
                                      // (with `checkpoint`: the tiny model with those weights)
   std::string random_preset;         // random weights of an LMConfig preset (medium_300m, moshiko_7b)
   std::string ttt_layers;            // TTT layers of a random model ("none", "all", "middle", "29,30,31")
-  std::string checkpoint;            // Moshi(-TTT) weights: file or moshi-finetune run dir
+  std::string checkpoint;            // Moshi(-TTT) weights: file, shards, model folder or run dir
+  std::string moshi_weight;          // base weights under an adapter-only run (moshi's --moshi-weight)
+  std::string lora_weight;           // LoRA / adapter file over the weights (moshi's --lora-weight)
+  std::string hf_repo;               // a local model folder: base weights, Mimi, tokenizer, config defaults
+  std::optional<int64_t> step;       // run dirs: this checkpoint step
+  std::string fork_numerics = "auto";  // auto | fork | ours (moshi/model_source.h)
   std::string mimi_weight, tokenizer, config;
   std::string dtype = "f32";         // LM compute dtype: f32 | bf16 (norms, softmax, statistics stay fp32)
   std::string device = "cpu";        // cpu | cuda | cuda:N

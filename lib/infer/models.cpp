@@ -1,5 +1,6 @@
 #include "infer/models.h"
 
+#include <filesystem>
 #include <set>
 
 #include "core/error.h"
@@ -56,17 +57,29 @@ void move_lm_to(moshi::LMModel& lm, const at::Device& device) {
     if (t->defined() && t->device() != device) *t = t->to(device);
 }
 
-namespace {
-
-std::map<std::string, at::Tensor> checkpoint_tensors(const io::Checkpoint& ckpt) {
-  // Zero-copy views (each keeps its mapped file alive); a moshi-finetune run dir or a sharded index
-  // resolves to its files here, so the LM loader sees one flat name -> tensor map.
+std::map<std::string, at::Tensor> weight_tensors(const moshi::ModelSource& source) {
+  // Zero-copy views (each keeps its mapped file alive), under the model's keys: the run's tensors
+  // over the base's (moshi/model_source.h), so the LM loader sees one flat name -> tensor map.
   std::map<std::string, at::Tensor> views;
-  for (const auto& k : ckpt.keys()) views[k] = nn::to_tensor(ckpt.get(k));
+  for (const auto& [key, w] : source.weights) views[key] = nn::to_tensor(w.source->get(w.key));
   return views;
 }
 
-}  // namespace
+void check_codec_fits(const moshi::LMConfig& lm, const mimi::MimiConfig& codec, const std::string& config_file,
+                      const std::string& codec_file) {
+  // The LM embeds the codec's codes and the codec decodes the LM's: a mismatch would index out
+  // of range deep inside an embedding or a codebook (issue 12 item 6).
+  const std::string where = codec_file.empty() ? "the codec" : codec_file;
+  if (lm.card != codec.quantizer.bins)
+    throw Error(config_file, "card", "the LM's audio card " + std::to_string(lm.card) + " does not match " + where +
+                                         "'s codebook size " + std::to_string(codec.quantizer.bins));
+  if (lm.dep_q > codec.quantizer.n_q)
+    throw Error(config_file, "dep_q", "the LM generates " + std::to_string(lm.dep_q) + " codebooks, " + where +
+                                          " has " + std::to_string(codec.quantizer.n_q));
+  if (lm.n_q - lm.dep_q > lm.dep_q)
+    throw Error(config_file, "n_q", "the user stream needs " + std::to_string(lm.n_q - lm.dep_q) +
+                                        " codebooks, more than the " + std::to_string(lm.dep_q) + " the codec encodes");
+}
 
 Models build_models(const ModelOptions& opt, std::ostream& log) {
   check_device_available(opt.device);
@@ -75,35 +88,61 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   const bool tiny = opt.random_preset == "tiny";
   mimi::MimiConfig mcfg = tiny ? mimi::MimiConfig::tiny() : mimi::MimiConfig::v0_1();
   moshi::LMConfig lcfg;
+  std::optional<moshi::ModelSource> source;
+  if (!opt.checkpoint.empty()) {
+    moshi::ModelSourceOptions so;
+    so.config = opt.config;
+    so.moshi_weight = opt.moshi_weight;
+    so.lora_weight = opt.lora_weight;
+    so.model_folder = opt.model_folder;
+    so.step = opt.step;
+    so.fork_numerics = opt.fork_numerics;
+    // --tiny with a plain file: the tiny model with the file's TTT layers (a base model file gives
+    // the base model).
+    if (tiny) so.fallback_config = tiny_lm_config(mcfg, ttt_layers_of_checkpoint(opt.checkpoint));
+    source = moshi::resolve_model_source(opt.checkpoint, so);
+    lcfg = source->config;
+    m.notes = source->notes;
+    m.notes.insert(m.notes.end(), source->numerics.begin(), source->numerics.end());
+    if (tiny && source->has_config) {
+      // The run's own configuration; the random tiny codec is sized to its codebooks.
+      mcfg.quantizer.bins = static_cast<int>(lcfg.card);
+      mcfg.quantizer.n_q = static_cast<int>(std::max<int64_t>(mcfg.quantizer.n_q, lcfg.dep_q));
+      mcfg.num_codebooks = static_cast<int>(lcfg.dep_q);
+    }
+  }
   if (random) {
     m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mcfg, opt.seed));
-    if (tiny) {
-      // With a checkpoint, the tiny model's TTT layers are those the file carries (a base model
-      // file gives the base model).
-      const std::string layers = !opt.checkpoint.empty() ? ttt_layers_of_checkpoint(opt.checkpoint) : opt.ttt_layers;
-      lcfg = tiny_lm_config(mcfg, layers);
-    } else {
+    if (tiny && !source) {
+      lcfg = tiny_lm_config(mcfg, opt.ttt_layers);
+    } else if (!tiny) {
+      if (source) throw Error("", "--random-weights", "takes no --checkpoint", ErrorKind::Usage);
       lcfg = moshi::LMConfig::preset(opt.random_preset);
       const std::string layers = opt.ttt_layers.empty() ? "none" : opt.ttt_layers;
       lcfg.ttt.enable = layers != "none";
       lcfg.ttt.layers = layers;
     }
   } else {
-    if (opt.mimi_weight.empty())
-      throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
-    if (opt.checkpoint.empty())
+    if (!source)
       throw Error("", "--checkpoint", "a Moshi(-TTT) checkpoint is required (or --tiny)", ErrorKind::Usage);
-    m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(opt.mimi_weight, mcfg));
-    lcfg = opt.config.empty() ? moshi::LMConfig::moshiko_7b() : moshi::LMConfig::from_json_file(opt.config);
+    const std::string mimi = !opt.mimi_weight.empty() ? opt.mimi_weight : source->mimi_path;
+    if (mimi.empty())
+      throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
+    m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi, mcfg));
+    std::error_code ec;
+    if (!source->tokenizer_path.empty() && std::filesystem::is_regular_file(source->tokenizer_path, ec))
+      m.tokenizer_path = source->tokenizer_path;
+    check_codec_fits(lcfg, mcfg, source->config_files.empty() ? opt.checkpoint : source->config_files.front(), mimi);
   }
+  if (tiny) check_codec_fits(lcfg, mcfg, source && !source->config_files.empty() ? source->config_files.front() : "",
+                             "the tiny codec");
   m.codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
   m.lm = std::make_unique<moshi::LMModel>(lcfg);
-  if (!opt.checkpoint.empty()) {
-    io::Checkpoint ckpt = io::Checkpoint::open(opt.checkpoint);
+  if (source) {
     moshi::LoadOptions lo;
     lo.dtype = opt.dtype;
-    auto rep = m.lm->load(checkpoint_tensors(ckpt), lo, opt.checkpoint);
-    m.label = "loaded " + opt.checkpoint + ": " + rep.summary();
+    auto rep = m.lm->load(weight_tensors(*source), lo, opt.checkpoint);
+    m.label = "loaded " + source->describe() + ": " + rep.summary();
     if (tiny) m.label = "[tiny] tiny Mimi with random weights (seed " + std::to_string(opt.seed) + "); " + m.label;
   } else {
     m.lm->init_random(opt.seed, opt.dtype);
@@ -119,6 +158,7 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
     m.codec->to(at::TensorOptions().device(opt.device));
   }
   log << m.label << "\n";
+  for (const auto& n : m.notes) log << "  " << n << "\n";
   return m;
 }
 

@@ -4,12 +4,15 @@
 // newcomers; the 300M and moshiko 7B shapes for speed measurements without released weights).
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 
 #include "mimi/mimi.h"
 #include "moshi/lm.h"
+#include "moshi/model_source.h"
 
 namespace mtt::infer {
 
@@ -20,9 +23,15 @@ struct ModelOptions {
   // TTT layers (fork hybrid) of a random preset: "none", "all", "middle" or "29,30,31";
   // empty = "all" for tiny, "none" otherwise.
   std::string ttt_layers;
-  std::string checkpoint;    // Moshi(-TTT) weights; with random_preset "tiny": the tiny model's weights
-  std::string mimi_weight;   // Mimi weights (ignored for random presets)
-  std::string config;        // moshi config.json (loaded models; default: moshiko 7B)
+  std::string checkpoint;    // Moshi(-TTT) weights: file, shards, model folder or run dir (moshi/model_source.h);
+                             // with random_preset "tiny": the tiny model with the run's configuration
+  std::string mimi_weight;   // Mimi weights (ignored for random presets; default: the model folder's)
+  std::string config;        // moshi config.json (default: the run's / model folder's, else moshiko 7B)
+  std::string moshi_weight;  // base weights under an adapter-only run (default: its moshi_paths.moshi_path)
+  std::string lora_weight;   // a LoRA / adapter file applied over the weights
+  std::string model_folder;  // --hf-repo: defaults for base weights, Mimi, tokenizer and config
+  std::optional<int64_t> step;  // run dirs: this checkpoint step instead of the newest
+  moshi::ForkNumerics fork_numerics = moshi::ForkNumerics::automatic;
   at::ScalarType dtype = at::kFloat;  // LM compute dtype (bf16 or f32); Mimi stays f32
   at::Device device = at::kCPU;
   uint64_t seed = 4242;      // random weights
@@ -32,7 +41,17 @@ struct Models {
   std::unique_ptr<mimi::MimiModel> codec;
   std::unique_ptr<moshi::LMModel> lm;
   std::string label;  // what was built, printed before generation ("[tiny] ...", "[random medium_300m] ...")
+  std::vector<std::string> notes;  // how the checkpoint was resolved and which numerics it gets
+  std::string tokenizer_path;      // the model folder's / run's text tokenizer, when it exists
 };
+
+// The resolved model's tensors (base overlaid by the run) as zero-copy views, under model keys.
+std::map<std::string, at::Tensor> weight_tensors(const moshi::ModelSource& source);
+
+// Throws mtt::Error naming the config and key when the LM's codebooks do not fit the codec
+// (card == bins, dep_q and the user stream n_q - dep_q within the codec's codebooks).
+void check_codec_fits(const moshi::LMConfig& lm, const mimi::MimiConfig& codec, const std::string& config_file,
+                      const std::string& codec_file);
 
 // The tiny Moshi(-TTT) sized to a codec: its codebook count (model and user streams) and size.
 // ttt_layers "none" = the base model.
