@@ -8,22 +8,90 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/checkpoint.h"
+#include "moshi/model_source.h"
 #include "moshi/schema.h"
 
 namespace mtt::audit {
 
 namespace {
 std::string count_line(uint64_t n, const char* what) { return std::to_string(n) + " " + what; }
+
+// A fork hybrid layer's Moshi weights live under original_layer.* (and its duplicate
+// seq_modeling_block.original_layer.*); the base checkpoint has them under the layer itself.
+std::optional<io::TensorView> find_in_base(const io::Checkpoint& base, const std::string& name) {
+  if (auto v = base.find(name)) return v;
+  for (const std::string part : {"seq_modeling_block.original_layer.", "original_layer."}) {
+    const auto pos = name.find(part);
+    if (pos != std::string::npos && name.rfind("transformer.layers.", 0) == 0)
+      if (auto v = base.find(name.substr(0, pos) + name.substr(pos + part.size()))) return v;
+  }
+  return std::nullopt;
+}
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// The resolved configuration replaces what shapes guessed; what only the tensors show (stored
+// attention form, causal eta, projection biases) stays inferred.
+std::vector<std::string> apply_resolved_config(const moshi::ModelSource& src, InferredConfig& inf) {
+  moshi::SchemaConfig c = src.config.to_schema(inf.config.fused_attention_names);
+  const moshi::HybridSettings& shapes = inf.config.ttt;
+  if (c.ttt.variant == shapes.variant) {
+    c.ttt.causal_eta = shapes.causal_eta;
+    c.ttt.proj_bias = shapes.proj_bias;
+    c.ttt.inplace_init = shapes.inplace_init;
+  } else if (shapes.variant != moshi::TTTVariant::none) {
+    inf.notes.push_back(std::string("the configuration says TTT variant ") + moshi::ttt_variant_name(c.ttt.variant) +
+                        " but the keys show " + moshi::ttt_variant_name(shapes.variant) + ": the keys win");
+    c.ttt = shapes;
+  }
+  if (src.lora.enable) {
+    c.ttt.lora_rank = static_cast<int>(src.lora.rank);
+    c.ttt.lora_scaling = src.lora.scaling;
+  }
+  std::vector<std::string> notes = {"configuration: " + src.describe()};
+  notes.insert(notes.end(), src.notes.begin(), src.notes.end());
+  notes.insert(notes.end(), src.numerics.begin(), src.numerics.end());
+  const moshi::TTTSettings& t = src.config.ttt;
+  if (t.enable && t.variant == moshi::TTTVariant::fork_hybrid)
+    notes.push_back("TTT settings: layers " + t.layers + ", mini_batch_size " + std::to_string(t.mini_batch_size) +
+                    ", base_lr " + fmt(t.base_lr) + ", initial_gating_alpha " + fmt(t.initial_gating_alpha) +
+                    ", ttt_mlp_layers " + std::to_string(t.ttt_mlp_layers) + ", persistent_states " +
+                    (t.persistent_states ? "true" : "false") + (t.use_rope ? ", use_rope" : ""));
+  if (t.enable && t.variant == moshi::TTTVariant::inplace)
+    notes.push_back("In-Place TTT settings: start_layer " + std::to_string(t.inplace_start_layer) + ", layer_frequency " +
+                    std::to_string(t.inplace_layer_frequency) + ", chunk_size " + std::to_string(t.inplace_chunk_size) +
+                    ", learning_rate " + fmt(t.inplace_lr) + ", delta_clip_fro_norm " +
+                    (t.inplace_delta_clip > 0 ? fmt(t.inplace_delta_clip) : std::string("none")) + ", conv_kernel_size " +
+                    std::to_string(t.conv_kernel_size) + ", activation " +
+                    (t.inplace_activation == "gating" ? src.config.gating + " (the model's gating)"
+                     : t.inplace_activation == "gelu" ? std::string("gelu, exact erf (the port calls F.gelu; the model's gating says ") +
+                                                            src.config.gating + ")"
+                                                      : t.inplace_activation));
+  inf.config = c;
+  inf.source = "config (" + std::to_string(src.config_files.size()) + " files)";
+  return notes;
+}
 }  // namespace
 
 Report run_audit(const AuditOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   Report rep;
-  const io::Checkpoint ck = io::Checkpoint::open(opt.checkpoint);
+  // The run-dir resolver gives the model's real configuration (config.json, the fork's TTT
+  // settings, LoRA); key names and shapes fill in what no file says and cross-check the rest.
+  moshi::ModelSourceOptions so;
+  so.require_weights = false;
+  const moshi::ModelSource src = moshi::resolve_model_source(opt.checkpoint, so);
+  const io::Checkpoint& ck = *src.run_ckpt;
   std::optional<io::Checkpoint> base;
   if (!opt.base.empty()) base = io::Checkpoint::open(opt.base);
 
-  const InferredConfig inf = infer_config(ck);
+  InferredConfig inf = infer_config(ck);
+  std::vector<std::string> resolved;
+  if (src.has_config) resolved = apply_resolved_config(src, inf);
   moshi::ModelSchema schema;
   try {
     schema = moshi::declare_parameters(inf.config);
@@ -44,7 +112,7 @@ Report run_audit(const AuditOptions& opt) {
       stats.emplace(info.name, tensor_stats(v));
       rep.bytes_scanned += info.nbytes();
       if (base) {
-        if (auto bv = base->find(info.name)) {
+        if (auto bv = find_in_base(*base, info.name)) {
           cmp.emplace(info.name, compare_tensors(v, *bv));
           rep.bytes_scanned += bv->nbytes();
         } else {
@@ -57,6 +125,7 @@ Report run_audit(const AuditOptions& opt) {
   prog.finish();
 
   rep.inventory = make_inventory(ck, inf, schema, stats);
+  rep.inventory.resolved = resolved;
   rep.unused = find_unused(schema, stats, rep.inventory.params, rep.layer_filter);
   rep.frozen = find_frozen(schema, stats, cmp, opt.base, not_in_base, rep.layer_filter);
   rep.gating = gating_stats(ck, schema, rep.layer_filter);
@@ -87,6 +156,15 @@ Report run_audit(const AuditOptions& opt) {
   if (!inv.duplicate_mismatches.empty())
     P.push_back(count_line(inv.duplicate_mismatches.size(), "duplicate original_layer copies") +
                 " differ from their canonical key (which one loads depends on load order)");
+  if (src.writer == moshi::RunWriter::inplace_port && src.adapters_only && inf.config.ttt.variant == moshi::TTTVariant::inplace) {
+    // The port trains w_down (its fast weight's initial value) but its save_adapters file keeps
+    // only the trainable target generator: the trained w_down is lost on save.
+    bool has_w_down = false;
+    for (const auto& k : ck.keys()) has_w_down = has_w_down || k.find(".gating.w_down") != std::string::npos;
+    if (!has_w_down)
+      P.push_back("adapter-only In-Place run: no gating.w_down in " + ck.describe() +
+                  ": the trained w_down is lost on save (the port's loader restores it from the base linear_out)");
+  }
   if (inv.missing && !inv.partial)
     P.push_back(count_line(inv.missing, "declared tensors") + " are missing (e.g. " + inv.missing_examples.front() + ")");
 

@@ -284,28 +284,6 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
     note("num_heads assumed dim/128 (head_dim of moshiko; not visible in shapes)");
   }
 
-  // A run dir's config.json refines what shapes cannot tell.
-  if (ck.has_config()) {
-    const auto& j = ck.config();
-    bool used = false;
-    auto num = [&](const nlohmann::json& o, const char* key, auto& v) {
-      if (o.is_object() && o.contains(key) && o[key].is_number()) {
-        o[key].get_to(v);
-        used = true;
-      }
-    };
-    num(j, "num_heads", c.num_heads);
-    const nlohmann::json* t = j.contains("ttt") ? &j["ttt"] : nullptr;
-    if (t && t->is_object()) {
-      num(*t, "initial_gating_alpha", c.ttt.initial_gating_alpha);
-      num(*t, "mini_batch_size", c.ttt.mini_batch_size);
-    }
-    if (j.contains("lora") && j["lora"].is_object()) num(j["lora"], "scaling", c.ttt.lora_scaling);
-    if (used) {
-      r.source = "shapes+config.json";
-      note("num_heads / TTT settings from " + ck.config_path());
-    }
-  }
   return r;
 }
 

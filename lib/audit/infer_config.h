@@ -2,8 +2,10 @@
 // Which model a checkpoint belongs to: the SchemaConfig inferred from key names and shapes
 // (dim, layers, FFN width, depformer from shapes; TTT layers and their variant from key names:
 // seq_modeling_block.* = fork TTT-MLP/Linear hybrid, gating.target_generator.* / gating.w_down =
-// In-Place TTT, *.lora_A.* = LoRA), refined by the library's own "mtt.schema_config" metadata or a
-// run dir's config.json when present. Every value says where it came from.
+// In-Place TTT, *.lora_A.* = LoRA), refined by the library's own "mtt.schema_config" metadata.
+// Configuration files (config.json, args.yaml) are read by the run-dir resolver
+// (moshi/model_source.h), whose result replaces this guess in the audit. Every value says where
+// it came from.
 #include <string>
 #include <vector>
 

@@ -103,6 +103,7 @@ std::string render_table(const Report& r) {
   o << "ttt-inspect: " << inv.description << "\n";
   o << "Configuration (from " << inv.config_source << "): " << config_line(inv.config) << "\n";
   o << "TTT: " << ttt_line(inv.config) << "\n";
+  for (const auto& line : inv.resolved) o << "  " << line << "\n";
   if (!r.layer_filter.empty()) o << "Layers reported: " << layers_str(r.layer_filter) << "\n";
 
   // 1. Inventory
@@ -224,7 +225,7 @@ nlohmann::json to_json(const Report& r) {
   j["checkpoint"] = inv.checkpoint;
   j["description"] = inv.description;
   j["layers_filter"] = r.layer_filter;
-  j["config"] = {{"source", inv.config_source}, {"notes", inv.notes}, {"values", config}};
+  j["config"] = {{"source", inv.config_source}, {"notes", inv.notes}, {"resolved", inv.resolved}, {"values", config}};
   j["inventory"] = {{"tensors", inv.tensors},
                     {"params", inv.params},
                     {"bytes", inv.bytes},

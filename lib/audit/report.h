@@ -27,6 +27,8 @@ struct Inventory {
   std::string description;     // io::Checkpoint::describe()
   std::string config_source;   // "metadata" | "shapes" | "shapes+config.json"
   std::vector<std::string> notes;
+  // How the run-dir resolver read the configuration (files, TTT settings, base weights, numerics).
+  std::vector<std::string> resolved;
   moshi::SchemaConfig config;
   bool partial = false;        // adapter / subset file: absent declared keys are expected
   std::vector<ModuleRow> modules;
