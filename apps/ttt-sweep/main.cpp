@@ -1,5 +1,5 @@
-// ttt-sweep: experiment grids (run | list | summarize | slurm), the Moshi training entry (train)
-// and its demo data (data speech). Flags in, library call, print.
+// ttt-sweep: experiment grids (run, or with --slurm a Slurm job array | list | summarize), the Moshi
+// training entry (train) and its demo data (data speech). Flags in, library call, print.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>

@@ -1,7 +1,7 @@
 #pragma once
 // The built-in experiment kinds. Each kind runs one grid point and, over all points, states a
-// verdict with its evidence. The list is explicit (builtin_experiments.cpp), not static
-// registration, so a static link never drops a kind.
+// verdict with its evidence. The list is explicit (make_builtin_experiments in builtin.cpp), not
+// static registration, so a static link never drops a kind.
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
