@@ -11,6 +11,7 @@ std::vector<ExperimentKind> make_builtin_experiments() {
   kinds.push_back(make_gating());
   kinds.push_back(make_gradient_flow());
   kinds.push_back(make_ring_cache());
+  kinds.push_back(make_inplace_update());
   kinds.push_back(make_pad_tokens());
   return kinds;
 }

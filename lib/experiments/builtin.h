@@ -16,5 +16,6 @@ ExperimentKind make_gating();
 ExperimentKind make_gradient_flow();
 ExperimentKind make_ring_cache();
 ExperimentKind make_pad_tokens();
+ExperimentKind make_inplace_update();
 
 }  // namespace mtt::experiments

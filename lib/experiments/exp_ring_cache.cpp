@@ -59,10 +59,13 @@ RunResult run_ring_cache(const RunContext& ctx) {
   if (model == "ttt") {
     c.ttt.enable = true;
     c.ttt.layers = "all";
-    const json t = cfg.value("ttt", json::object());
-    c.ttt.mini_batch_size = t.value("mini_batch_size", 4);
-    c.ttt.initial_gating_alpha = t.value("initial_gating_alpha", 0.5);
-    c.ttt.base_lr = t.value("base_lr", 1.0);
+    // The one TTT settings reader (moshi/ttt_settings.h): same keys and errors as every ttt: section.
+    const moshi::TTTSettings t =
+        cfg.contains("ttt") ? moshi::ttt_settings_from_yaml(json{{"ttt", cfg["ttt"]}}.dump(), ctx.point.id)
+                            : moshi::TTTSettings{};
+    c.ttt.mini_batch_size = t.mini_batch_size;
+    c.ttt.initial_gating_alpha = t.initial_gating_alpha;
+    c.ttt.base_lr = t.base_lr;
   }
   const uint64_t seed = cfg.value("seed", 0);
   const int64_t reset_every = cfg.value("reset_every", *c.context);

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "kernels/cuda_runtime_info.h"
+#include "moshi/model_weights.h"
 #include "nn/tensor_io.h"
 
 namespace mtt::infer {
@@ -55,14 +56,6 @@ void move_lm_to(moshi::LMModel& lm, const at::Device& device) {
   // Names that share one tensor handle (fork duplicates) move once: the handle itself is replaced.
   for (auto& [name, t] : lm.named_parameters())
     if (t->defined() && t->device() != device) *t = t->to(device);
-}
-
-std::map<std::string, at::Tensor> weight_tensors(const moshi::ModelSource& source) {
-  // Zero-copy views (each keeps its mapped file alive), under the model's keys: the run's tensors
-  // over the base's (moshi/model_source.h), so the LM loader sees one flat name -> tensor map.
-  std::map<std::string, at::Tensor> views;
-  for (const auto& [key, w] : source.weights) views[key] = nn::to_tensor(w.source->get(w.key));
-  return views;
 }
 
 void check_codec_fits(const moshi::LMConfig& lm, const mimi::MimiConfig& codec, const std::string& config_file,
@@ -141,7 +134,7 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   if (source) {
     moshi::LoadOptions lo;
     lo.dtype = opt.dtype;
-    auto rep = m.lm->load(weight_tensors(*source), lo, opt.checkpoint);
+    auto rep = m.lm->load(moshi::weight_tensors(*source), lo, opt.checkpoint);
     m.label = "loaded " + source->describe() + ": " + rep.summary();
     if (tiny) m.label = "[tiny] tiny Mimi with random weights (seed " + std::to_string(opt.seed) + "); " + m.label;
   } else {

@@ -45,9 +45,6 @@ struct Models {
   std::string tokenizer_path;      // the model folder's / run's text tokenizer, when it exists
 };
 
-// The resolved model's tensors (base overlaid by the run) as zero-copy views, under model keys.
-std::map<std::string, at::Tensor> weight_tensors(const moshi::ModelSource& source);
-
 // Throws mtt::Error naming the config and key when the LM's codebooks do not fit the codec
 // (card == bins, dep_q and the user stream n_q - dep_q within the codec's codebooks).
 void check_codec_fits(const moshi::LMConfig& lm, const mimi::MimiConfig& codec, const std::string& config_file,

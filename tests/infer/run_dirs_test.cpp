@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "infer/models.h"
+#include "moshi/model_weights.h"
 #include "io/safetensors.h"
 #include "moshi/model_source.h"
 #include "nn/tensor_io.h"
@@ -146,7 +147,7 @@ TEST_P(RunDir, ForwardEqualsTheForksLogits) {
     GTEST_SKIP() << "the fork's multi-layer query pass (issue 12 item 3) is not implemented yet";
   const Ref ref = open_ref(c);
   moshi::LMModel lm(s.config);
-  lm.load(infer::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), {}, s.path);
   const auto out = lm.forward(ref.get("codes"));
   EXPECT_TRUE(at::equal(out.mask, ref.get("mask").to(at::kBool)));
   EXPECT_LE(rel_err(out.logits, ref.get("logits"), ref.get("mask")), 1e-5);
@@ -163,7 +164,7 @@ TEST_P(RunDir, OurDualFormEqualsTheForkPatchedToIt) {
   EXPECT_EQ(s.config.ttt.multilayer_query, ttt::MultiLayerQuery::dual);
   if (s.lora.enable) GTEST_SKIP() << "LoRA loading (issue 12 item 2) is not in LMModel yet";
   moshi::LMModel lm(s.config);
-  lm.load(infer::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), {}, s.path);
   const auto out = lm.forward(ref.get("codes"));
   EXPECT_LE(rel_err(out.logits, ref.get("dual.logits"), ref.get("mask")), 1e-5);
   EXPECT_LE(rel_err(out.text_logits, ref.get("dual.text_logits"), ref.get("text_mask")), 1e-5);
@@ -177,7 +178,7 @@ TEST_P(RunDir, GatesAtZeroEqualTheForkWithItsGatesAtZero) {
   const moshi::ModelSource s = resolve(c);
   if (s.lora.enable) GTEST_SKIP() << "LoRA loading (issue 12 item 2) is not in LMModel yet";
   moshi::LMModel lm(s.config);
-  lm.load(infer::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), {}, s.path);
   int gates = 0;
   for (auto& [name, t] : lm.named_parameters())
     if (name.find("ssm_gating.gating_alpha") != std::string::npos) {
