@@ -51,6 +51,7 @@ std::string shape_reason(const ScanInputs& in, const std::vector<at::Tensor>& W,
   if (in.eta.sizes() != at::IntArrayRef({B, H, NC, b, b})) return "eta must be [B, H, NC, b, b]";
   if (in.ln_weight.sizes() != at::IntArrayRef({H, d}) || in.ln_bias.sizes() != at::IntArrayRef({H, d}))
     return "ttt_norm weight/bias must be [H, d]";
+  if (query_uses_updated(in.query, W.size())) return "the fork's multi-layer query pass runs on the CPU/op path";
   if (W.size() != Bv.size() || (W.size() != 1 && W.size() != 2)) return "inner model depth must be 1 or 2";
   const int64_t m1 = W[0].dim() == 4 ? W[0].size(3) : -1;
   if (W[0].sizes() != at::IntArrayRef({B, H, d, m1}) || Bv[0].sizes() != at::IntArrayRef({B, H, 1, m1}))

@@ -36,6 +36,9 @@ namespace K = cpu;
 struct Layout {
   int64_t BH = 0, H = 0, NC = 0, b = 0, d = 0, n = 0;
   double eps = 1e-6;
+  // MultiLayerQuery::fork_updated (ttt_scan.h): the query pass uses eta_q[i, j] = eta[i, j] + e[j],
+  // e = eta's last row; the carry keeps e.
+  bool query_last_row = false;
   std::vector<int64_t> m;  // m[0..n]
   std::vector<int64_t> woff, boff, zzoff, goff, soff, aoff;
   int64_t state = 0, acts = 0, maxm = 0;
@@ -186,11 +189,17 @@ void forward_step(const Layout& L, const Ptrs<T>& p, int64_t bh, int64_t i, T* l
     for (int64_t j = 0; j < b * m[k + 1]; ++j) G[j] = S[j] * Dk[j];
   }
   // Queries (§2.1 steps 4-5): Zb_k = Xb_k W_k + b_k - (eta * (Xb_k X_k^T + 1)) G_k.
+  const T* e = et + (b - 1) * b;
   for (int64_t k = 0; k < n; ++k) {
     T *A = acts + L.aoff[k], *ZZ = acts + L.zzoff[k], *M = w.Mb.data();
     const T *Xb = XXk(k), *X = XXk(k) + b * m[k];
     K::gemm<T>(false, true, b, b, m[k], 1, Xb, m[k], X, m[k], 0, A, b);
-    for (int64_t j = 0; j < b * b; ++j) M[j] = et[j] * (A[j] + T(1));
+    if (L.query_last_row) {
+      for (int64_t r = 0; r < b; ++r)
+        for (int64_t j = 0; j < b; ++j) M[r * b + j] = (et[r * b + j] + e[j]) * (A[r * b + j] + T(1));
+    } else {
+      for (int64_t j = 0; j < b * b; ++j) M[j] = et[j] * (A[j] + T(1));
+    }
     if (k >= 1) {
       K::gemm<T>(false, false, b, m[k + 1], m[k], 1, Xb, m[k], live + L.woff[k], m[k + 1], 0, ZZ, m[k + 1]);
       add_bias_rows(ZZ, live + L.boff[k], b, m[k + 1]);
@@ -201,7 +210,6 @@ void forward_step(const Layout& L, const Ptrs<T>& p, int64_t bh, int64_t i, T* l
   // Output rows (§2.1 step 7).
   if (out) K::ln_out_rows(acts + L.zzoff[n - 1], xq, gam, bet, L.eps, b, d, out);
   // Carry with the last row of eta (§2.1 step 6): W_k -= (e * X_k)^T G_k, b_k -= e^T G_k.
-  const T* e = et + (b - 1) * b;
   for (int64_t k = 0; k < n; ++k) {
     const T* G = acts + L.goff[k];
     T* eG = w.eG.data();
@@ -296,12 +304,29 @@ void backward_step(const Layout& L, const Ptrs<T>& p, int64_t bh, int64_t i, con
     const T *G = acts + L.goff[k], *A = acts + L.aoff[k], *Xb = XXk(k), *X = XXk(k) + b * r;
     const T* dZb = w.dZZ[k].data();
     T *M = w.Mb.data(), *dM = w.dM.data(), *dA = w.dA.data(), *dX = dXXk(k);
-    for (int64_t j = 0; j < b * b; ++j) M[j] = et[j] * (A[j] + T(1));
+    if (L.query_last_row) {
+      for (int64_t q = 0; q < b; ++q)
+        for (int64_t j = 0; j < b; ++j) M[q * b + j] = (et[q * b + j] + e[j]) * (A[q * b + j] + T(1));
+    } else {
+      for (int64_t j = 0; j < b * b; ++j) M[j] = et[j] * (A[j] + T(1));
+    }
     K::gemm<T>(false, true, b, b, c, -1, dZb, c, G, c, 0, dM, b);
     K::gemm<T>(true, false, b, c, b, -1, M, b, dZb, c, 1, w.dG[k].data(), c);
-    for (int64_t j = 0; j < b * b; ++j) {
-      deta[j] += dM[j] * (A[j] + T(1));
-      dA[j] = dM[j] * et[j];
+    if (L.query_last_row) {
+      // eta_q[q, j] = eta[q, j] + eta[b-1, j]: every row's gradient also flows into the last row.
+      T* dlast = deta + (b - 1) * b;
+      for (int64_t q = 0; q < b; ++q)
+        for (int64_t j = 0; j < b; ++j) {
+          const T g = dM[q * b + j] * (A[q * b + j] + T(1));
+          deta[q * b + j] += g;
+          dlast[j] += g;
+          dA[q * b + j] = dM[q * b + j] * (et[q * b + j] + e[j]);
+        }
+    } else {
+      for (int64_t j = 0; j < b * b; ++j) {
+        deta[j] += dM[j] * (A[j] + T(1));
+        dA[j] = dM[j] * et[j];
+      }
     }
     K::gemm<T>(false, false, b, r, b, 1, dA, b, X, r, 1, dX, r);
     K::gemm<T>(true, false, b, r, b, 1, dA, b, Xb, r, 1, dX + b * r, r);
@@ -365,9 +390,10 @@ struct Prepared {
 
 Prepared prepare(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor& XV, const at::Tensor& eta,
                  const at::Tensor& lnw, const at::Tensor& lnb, const std::vector<at::Tensor>& W,
-                 const std::vector<at::Tensor>& Bv, double eps) {
+                 const std::vector<at::Tensor>& Bv, double eps, bool query_last_row) {
   Prepared r;
   Layout& L = r.L;
+  L.query_last_row = query_last_row;
   L.H = XQ.size(1);
   L.BH = XQ.size(0) * L.H;
   L.NC = XQ.size(2);
@@ -662,10 +688,10 @@ using torch::autograd::variable_list;
 // b_0..b_n-1 (ln weight/bias already in the compute dtype); outputs XQW, final W_k, b_k (+ losses).
 struct FusedScanFn : public torch::autograd::Function<FusedScanFn> {
   static variable_list forward(AutogradContext* ctx, at::TensorList inputs, double eps, int64_t group,
-                               bool record) {
+                               bool record, bool query_last_row) {
     const size_t n = (inputs.size() - 6) / 2;
     std::vector<at::Tensor> W(inputs.begin() + 6, inputs.begin() + 6 + n), Bv(inputs.begin() + 6 + n, inputs.end());
-    Prepared P = prepare(inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], W, Bv, eps);
+    Prepared P = prepare(inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], W, Bv, eps, query_last_row);
     Saved saved;
     saved.group = group;
     ScanOutputs o = forward_outputs(P, record, &saved);
@@ -680,6 +706,7 @@ struct FusedScanFn : public torch::autograd::Function<FusedScanFn> {
     ctx->saved_data["B"] = P.B;
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["group"] = group;
+    ctx->saved_data["query_last_row"] = query_last_row;
     ctx->saved_data["slots"] = saved.slots;
     ctx->saved_data["boundaries"] = saved.boundaries;
     variable_list res{o.XQW};
@@ -698,7 +725,8 @@ struct FusedScanFn : public torch::autograd::Function<FusedScanFn> {
     std::vector<at::Tensor> W = sd["W"].toTensorVector(), Bv = sd["B"].toTensorVector();
     const size_t n = W.size();
     Prepared P = prepare(sd["XQ"].toTensor(), sd["XK"].toTensor(), sd["XV"].toTensor(), sd["eta"].toTensor(),
-                         sd["gamma"].toTensor(), sd["beta"].toTensor(), W, Bv, sd["eps"].toDouble());
+                         sd["gamma"].toTensor(), sd["beta"].toTensor(), W, Bv, sd["eps"].toDouble(),
+                         sd["query_last_row"].toBool());
     Saved saved;
     saved.group = sd["group"].toInt();
     saved.slots = sd["slots"].toTensor();
@@ -732,7 +760,7 @@ struct FusedScanFn : public torch::autograd::Function<FusedScanFn> {
                       gr.dbeta.view({Bsz, L.H, L.d}).sum(0)};
     for (auto& t : gr.dW) res.push_back(t);
     for (auto& t : gr.dB) res.push_back(t);
-    res.resize(res.size() + 3);  // eps, group, record
+    res.resize(res.size() + 4);  // eps, group, record, query_last_row
     return res;
   }
 };
@@ -801,16 +829,18 @@ std::optional<ScanOutputs> cpu_fused_scan(const ScanInputs& in, const std::vecto
                                           const std::vector<at::Tensor>& Bv) {
   if (!cpu_fused_unsupported_reason(in, W, Bv).empty()) return std::nullopt;
   const auto st = in.XQ.scalar_type();
+  const bool query_last_row = query_uses_updated(in.query, W.size());
   at::Tensor lnw = in.ln_weight.to(st), lnb = in.ln_bias.to(st);  // differentiable casts (head_param)
   if (!needs_grad(in, W, Bv)) {
     at::NoGradGuard ng;
-    Prepared P = prepare(in.XQ, in.XK, in.XV, in.eta, lnw, lnb, W, Bv, in.ln_eps);
+    Prepared P = prepare(in.XQ, in.XK, in.XV, in.eta, lnw, lnb, W, Bv, in.ln_eps, query_last_row);
     return forward_outputs(P, in.record_losses, nullptr);
   }
   torch::autograd::variable_list args{in.XQ, in.XK, in.XV, in.eta, lnw, lnb};
   for (auto& t : W) args.push_back(t);
   for (auto& t : Bv) args.push_back(t);
-  auto res = FusedScanFn::apply(at::TensorList(args), in.ln_eps, in.checkpoint_group, in.record_losses);
+  auto res = FusedScanFn::apply(at::TensorList(args), in.ln_eps, in.checkpoint_group, in.record_losses,
+                                query_last_row);
   const size_t n = W.size();
   ScanOutputs out;
   out.XQW = res[0];

@@ -23,8 +23,13 @@ namespace mtt::ttt {
 std::vector<int64_t> TTTConfig::inner_dims() const {
   const int64_t d = head_dim();
   if (inner == InnerModel::linear) return {d, d};
-  const int64_t e = static_cast<int64_t>(static_cast<double>(d) * ttt_mlp_expansion_factor);
   std::vector<int64_t> dims{d};
+  if (!ttt_mlp_hidden_dims.empty()) {  // the fork's [d] + ttt_mlp_hidden_dims + [d]
+    dims.insert(dims.end(), ttt_mlp_hidden_dims.begin(), ttt_mlp_hidden_dims.end());
+    dims.push_back(d);
+    return dims;
+  }
+  const int64_t e = static_cast<int64_t>(static_cast<double>(d) * ttt_mlp_expansion_factor);
   for (int64_t k = 1; k < ttt_mlp_layers; ++k) dims.push_back(e);
   dims.push_back(d);
   return dims;
@@ -36,8 +41,17 @@ void TTTConfig::validate() const {
   if (model_dim % num_heads != 0) bad("num_heads", "model_dim " + std::to_string(model_dim) + " is not divisible by num_heads " + std::to_string(num_heads));
   if (mini_batch_size < 1) bad("mini_batch_size", "must be >= 1");
   if (inner == InnerModel::mlp && ttt_mlp_layers < 2) bad("ttt_mlp_layers", "TTT-MLP needs >= 2 layers (1 layer is InnerModel::linear)");
-  if (inner == InnerModel::mlp && static_cast<int64_t>(head_dim() * ttt_mlp_expansion_factor) < 1)
+  if (inner == InnerModel::mlp && ttt_mlp_hidden_dims.empty() &&
+      static_cast<int64_t>(head_dim() * ttt_mlp_expansion_factor) < 1)
     bad("ttt_mlp_expansion_factor", "hidden width must be >= 1");
+  if (!ttt_mlp_hidden_dims.empty()) {
+    if (inner != InnerModel::mlp || static_cast<int64_t>(ttt_mlp_hidden_dims.size()) != ttt_mlp_layers - 1)
+      bad("ttt_mlp_hidden_dims", "expected " + std::to_string(ttt_mlp_layers - 1) + " hidden widths for " +
+                                     std::to_string(ttt_mlp_layers) + " inner layers, got " +
+                                     std::to_string(ttt_mlp_hidden_dims.size()));
+    for (int64_t h : ttt_mlp_hidden_dims)
+      if (h < 1) bad("ttt_mlp_hidden_dims", "hidden widths must be >= 1");
+  }
   if (rope != Rope::none && head_dim() % 2 != 0) bad("rope", "RoPE needs an even head dim");
   if (rope == Rope::vdit_frames && head_dim() % 8 != 0) bad("rope", "vdit_frames RoPE needs head dim % 8 == 0");
 }
@@ -491,6 +505,7 @@ ForwardResult TTTLayer::core_uniform(const at::Tensor& xc, const at::Tensor& XQ,
     s.ln_eps = config_.inner_ln_eps;
     s.commit = commit;
     s.record_losses = record;
+    s.query = config_.multilayer_query;
     StepOutputs o = ttt_step(s, W, Bv, aW, aB);
     outs.push_back(o.XQW);
     if (record) {
@@ -525,6 +540,7 @@ ForwardResult TTTLayer::core_uniform(const at::Tensor& xc, const at::Tensor& XQ,
     si.ln_eps = config_.inner_ln_eps;
     si.checkpoint_group = opt.checkpoint_group_override >= 0 ? opt.checkpoint_group_override : config_.scan_checkpoint_group_size;
     si.record_losses = record;
+    si.query = config_.multilayer_query;
     ScanOutputs so = ttt_scan(si, W, Bv);
     outs.push_back(so.XQW.reshape({B, H, K * b, d}));
     if (record) {

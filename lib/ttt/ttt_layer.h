@@ -9,6 +9,7 @@
 //   OutputPath {post_norm_wo, skip} post_norm + wo / the fork's "return XQW directly"
 //   PadUpdates {masked, legacy}     pad tokens never update the state / they do (fork)
 //   StateMode {functional, legacy_batch0_copy, legacy_write_params}
+//   MultiLayerQuery {dual, fork_updated}  query pass of a depth >= 3 MLP (the fork's uses W')
 //
 // Parameters hold the learned initial inner weights W0 and are never written by a forward pass in
 // StateMode::functional; the adapted weights live in a TTTState owned by the caller.
@@ -33,6 +34,11 @@ struct TTTConfig {
   InnerModel inner = InnerModel::mlp;
   int64_t ttt_mlp_layers = 2;            // depth of the inner MLP (>= 2; 1 means linear)
   double ttt_mlp_expansion_factor = 4.0; // hidden width = int(d * factor)
+  // Explicit hidden widths (ttt_mlp_layers - 1 of them; the fork's ttt_mlp_hidden_dims), overriding
+  // the expansion factor when non-empty.
+  std::vector<int64_t> ttt_mlp_hidden_dims;
+  // Query pass of a depth >= 3 inner MLP (ttt_scan.h): dual form or the fork's updated-weights pass.
+  MultiLayerQuery multilayer_query = MultiLayerQuery::dual;
   double ttt_base_lr = 1.0;
   bool proj_bias = true;                 // wq/wk/wv/wo with bias (VDIT, fork) or not (LMPT)
   bool l2_normalize_qk = true;           // F.normalize(eps 1e-12) of XQ, XK (VDIT) or not (LMPT)

@@ -114,21 +114,14 @@ StepOutputs ttt_step(const StepInputs& in, const std::vector<at::Tensor>& W, con
   G[n - 1] = ln_fused_l2_bwd(Z[n - 1], target, gamma, beta, in.ln_eps);
   for (size_t k = n - 1; k-- > 0;) G[k] = at::matmul(G[k + 1], W[k + 1].transpose(-1, -2)) * dact[k];
 
-  // Queries: Zbar_k = Xbar W - (eta * Xbar X^T) G + b - eta G (§2.1 steps 4-5; eta tril'ed for causal),
-  // minus row_factor * (Xbar accW + accB) for tokens of this mini-batch seen in earlier calls (§2.4).
-  at::Tensor xb = in.XQ, zb;
-  for (size_t k = 0; k < n; ++k) {
-    // (eta * A) G + eta G = (eta * (A + 1)) G: one b x b GEMM instead of two.
-    at::Tensor A = at::matmul(xb, X[k].transpose(-1, -2));
-    zb = at::matmul(xb, W[k]) + Bv[k] - at::matmul(in.eta * (A + 1.0), G[k]);
-    if (has_acc) zb = zb - in.row_factor * (at::matmul(xb, accW[k]) + accB[k]);
-    if (k + 1 < n) xb = gelu_tanh(zb);
-  }
   StepOutputs out;
-  out.XQW = in.XQ + ln_fwd(zb, gamma, beta, in.ln_eps);  // §2.1 step 7 (residual inside the op)
-
   out.weights.resize(n);
   out.biases.resize(n);
+  const bool fork_query = query_uses_updated(in.query, n);
+  if (fork_query && (has_acc || !in.commit))
+    throw Error("", "multilayer_query",
+                "fork_updated needs whole mini-batches (the fork pads every call); got a partial mini-batch",
+                ErrorKind::Usage);
   if (in.commit && !has_acc) {
     // Carry with the last row of eta (§2.1 step 6).
     at::Tensor e = in.eta.select(-2, m - 1).unsqueeze(-1);  // [B, H, m, 1]
@@ -136,7 +129,24 @@ StepOutputs ttt_step(const StepInputs& in, const std::vector<at::Tensor>& W, con
       out.weights[k] = W[k] - at::matmul((e * X[k]).transpose(-1, -2), G[k]);
       out.biases[k] = Bv[k] - (e * G[k]).sum(-2, true);
     }
-  } else {
+  }
+
+  // Queries: Zbar_k = Xbar W - (eta * Xbar X^T) G + b - eta G (§2.1 steps 4-5; eta tril'ed for causal),
+  // minus row_factor * (Xbar accW + accB) for tokens of this mini-batch seen in earlier calls (§2.4).
+  // fork_updated: as the fork's compute_multi_layer_mini_batch writes it, through the end weights.
+  const std::vector<at::Tensor>& Wq = fork_query ? out.weights : W;
+  const std::vector<at::Tensor>& Bq = fork_query ? out.biases : Bv;
+  at::Tensor xb = in.XQ, zb;
+  for (size_t k = 0; k < n; ++k) {
+    // (eta * A) G + eta G = (eta * (A + 1)) G: one b x b GEMM instead of two.
+    at::Tensor A = at::matmul(xb, X[k].transpose(-1, -2));
+    zb = at::matmul(xb, Wq[k]) + Bq[k] - at::matmul(in.eta * (A + 1.0), G[k]);
+    if (has_acc) zb = zb - in.row_factor * (at::matmul(xb, accW[k]) + accB[k]);
+    if (k + 1 < n) xb = gelu_tanh(zb);
+  }
+  out.XQW = in.XQ + ln_fwd(zb, gamma, beta, in.ln_eps);  // §2.1 step 7 (residual inside the op)
+
+  if (!(in.commit && !has_acc)) {
     // Primal-form accumulation: acc += sum_j lr_j grad_j; commit applies the last row's factor.
     at::Tensor lr = in.lr.unsqueeze(-1);  // [B, H, m, 1]
     std::vector<at::Tensor> aW(n), aB(n);
@@ -192,7 +202,7 @@ struct RangeOut {
 
 RangeOut run_range(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor& XV, const at::Tensor& eta,
                    const at::Tensor& lnw, const at::Tensor& lnb, double eps, std::vector<at::Tensor> W,
-                   std::vector<at::Tensor> B, bool record) {
+                   std::vector<at::Tensor> B, bool record, MultiLayerQuery query) {
   const int64_t NC = XQ.size(2);
   std::vector<at::Tensor> outs, lbs, las;
   outs.reserve(NC);
@@ -210,6 +220,7 @@ RangeOut run_range(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor&
     s.ln_eps = eps;
     s.commit = true;
     s.record_losses = record;
+    s.query = query;
     StepOutputs o = ttt_step(s, W, B, {}, {});
     outs.push_back(o.XQW);
     if (record) {
@@ -235,14 +246,17 @@ RangeOut run_range(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor&
 // Inputs: XQ, XK, XV, eta, lnw, lnb, W[0..n), B[0..n). Outputs: XQW, W'[0..n), B'[0..n) (+ lb, la).
 struct CheckpointGroup : public torch::autograd::Function<CheckpointGroup> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                at::TensorList input_list, double eps, int64_t record) {
+                                                at::TensorList input_list, double eps, int64_t record,
+                                                int64_t query) {
     torch::autograd::variable_list inputs = input_list.vec();
     const size_t n = (inputs.size() - 6) / 2;
     ctx->save_for_backward(inputs);
     ctx->saved_data["eps"] = eps;
+    ctx->saved_data["query"] = query;
     std::vector<at::Tensor> W(inputs.begin() + 6, inputs.begin() + 6 + n);
     std::vector<at::Tensor> B(inputs.begin() + 6 + n, inputs.end());
-    RangeOut r = run_range(inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], eps, W, B, record != 0);
+    RangeOut r = run_range(inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], eps, W, B, record != 0,
+                           static_cast<MultiLayerQuery>(query));
     torch::autograd::variable_list out{r.XQW};
     for (auto& t : r.W) out.push_back(t);
     for (auto& t : r.B) out.push_back(t);
@@ -258,6 +272,7 @@ struct CheckpointGroup : public torch::autograd::Function<CheckpointGroup> {
                                                  torch::autograd::variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     const double eps = ctx->saved_data["eps"].toDouble();
+    const auto query = static_cast<MultiLayerQuery>(ctx->saved_data["query"].toInt());
     const size_t n = (saved.size() - 6) / 2;
     std::vector<at::Tensor> leaves;
     leaves.reserve(saved.size());
@@ -267,7 +282,7 @@ struct CheckpointGroup : public torch::autograd::Function<CheckpointGroup> {
       at::AutoGradMode on(true);
       std::vector<at::Tensor> W(leaves.begin() + 6, leaves.begin() + 6 + n);
       std::vector<at::Tensor> B(leaves.begin() + 6 + n, leaves.end());
-      RangeOut r = run_range(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], eps, W, B, false);
+      RangeOut r = run_range(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], eps, W, B, false, query);
       outs.push_back(r.XQW);
       for (auto& t : r.W) outs.push_back(t);
       for (auto& t : r.B) outs.push_back(t);
@@ -279,7 +294,7 @@ struct CheckpointGroup : public torch::autograd::Function<CheckpointGroup> {
         gs.push_back(grad_out[i]);
       }
     }
-    torch::autograd::variable_list result(saved.size() + 2);  // + eps, record (non-tensor args)
+    torch::autograd::variable_list result(saved.size() + 3);  // + eps, record, query (non-tensor args)
     if (ys.empty()) return result;
     auto grads = torch::autograd::grad(ys, leaves, gs, /*retain_graph=*/false, /*create_graph=*/false,
                                        /*allow_unused=*/true);
@@ -309,7 +324,7 @@ ScanOutputs ttt_scan_reference(const ScanInputs& in, const std::vector<at::Tenso
   for (auto& t : biases) any_grad = any_grad || (at::GradMode::is_enabled() && t.requires_grad());
   if (g <= 0 || !any_grad) {
     RangeOut r = run_range(in.XQ, in.XK, in.XV, in.eta, in.ln_weight, in.ln_bias, in.ln_eps, weights, biases,
-                           in.record_losses);
+                           in.record_losses, in.query);
     out.XQW = r.XQW;
     out.weights = std::move(r.W);
     out.biases = std::move(r.B);
@@ -326,7 +341,8 @@ ScanOutputs ttt_scan_reference(const ScanInputs& in, const std::vector<at::Tenso
                                         in.eta.narrow(2, s, c), in.ln_weight, in.ln_bias};
     for (auto& t : W) args.push_back(t);
     for (auto& t : B) args.push_back(t);
-    auto res = CheckpointGroup::apply(at::TensorList(args), in.ln_eps, static_cast<int64_t>(in.record_losses));
+    auto res = CheckpointGroup::apply(at::TensorList(args), in.ln_eps, static_cast<int64_t>(in.record_losses),
+                                      static_cast<int64_t>(in.query));
     outs.push_back(res[0]);
     for (size_t k = 0; k < n; ++k) {
       W[k] = res[1 + k];

@@ -11,11 +11,22 @@
 //   W_k' = W_k - (e * X_k)^T G_k, b_k' = b_k - e^T G_k with e = eta[b-1, :] (the last row)
 //   output = XQ + LN(Zbar_n-1)
 // For the causal form the caller passes eta already lower-triangular (tril(eta) * A = eta * tril(A)).
+//
+// MultiLayerQuery::fork_updated (depth n >= 3 only; the fork's compute_multi_layer_mini_batch) runs
+// the query pass through the mini-batch's end weights W_k', b_k' and still subtracts the eta terms:
+//   Zbar_k = Xbar_k W_k' + b_k' - (eta * (Xbar_k X_k^T + 1)) G_k
+// Since W_k' = W_k - X_k^T diag(e) G_k and b_k' = b_k - e^T G_k, this is the dual form with the query
+// eta replaced by eta_q[i, j] = eta[i, j] + e[j] (the last row added to every row; 2 eta for the
+// fork's identical-row dit eta); the carry is unchanged. The op path (ttt_step) computes it as the
+// fork writes it, the fused CPU scan through eta_q. Depths 1 and 2 always use the dual form (the
+// fork's TTTLinear / 2-layer TTTMLP run compute_mini_batch); the CUDA kernels (depth <= 2) never see it.
 #include <ATen/ATen.h>
 
 #include <functional>
 #include <optional>
 #include <vector>
+
+#include "ttt/variants.h"
 
 namespace mtt::ttt {
 
@@ -27,6 +38,7 @@ struct ScanInputs {
   double ln_eps = 1e-6;
   int64_t checkpoint_group = 0;   // mini-batches per remat group; <= 0: keep every activation
   bool record_losses = false;     // fill ScanOutputs::loss_before/after (Figure 5), no grad
+  MultiLayerQuery query = MultiLayerQuery::dual;  // see the header comment (depth >= 3 only)
 };
 
 struct ScanOutputs {
@@ -66,6 +78,8 @@ struct StepInputs {
   double ln_eps = 1e-6;
   bool commit = true;
   bool record_losses = false;
+  // fork_updated needs a whole committed mini-batch without accumulators (the fork pads every call).
+  MultiLayerQuery query = MultiLayerQuery::dual;
 };
 struct StepOutputs {
   at::Tensor XQW;                                // [B, H, m, d]
@@ -87,6 +101,11 @@ at::Tensor ln_fused_l2_bwd(const at::Tensor& z, const at::Tensor& target, const 
 // Per-token reconstruction loss mean_f (LN(z) - target)^2 (Figure 5 curves).
 at::Tensor ln_l2_loss(const at::Tensor& z, const at::Tensor& target, const at::Tensor& gamma,
                       const at::Tensor& beta, double eps);
+// True when `query` changes the query pass of an inner model with `depth` layers (fork_updated, n >= 3).
+inline bool query_uses_updated(MultiLayerQuery query, size_t depth) {
+  return query == MultiLayerQuery::fork_updated && depth >= 3;
+}
+
 // Inner model forward on keys: returns Z of the last layer given X [B,H,m,d] and weights [B|1,H,..].
 at::Tensor inner_forward(const at::Tensor& X, const std::vector<at::Tensor>& weights,
                          const std::vector<at::Tensor>& biases);

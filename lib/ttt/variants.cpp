@@ -66,4 +66,12 @@ MTT_VARIANT(MultiLayerQuery, kQuery)
 MTT_VARIANT(StreamingState, kStream)
 #undef MTT_VARIANT
 
+MultiLayerQuery fork_multilayer_query(long long ttt_mlp_layers) {
+  return ttt_mlp_layers >= 3 ? MultiLayerQuery::fork_updated : MultiLayerQuery::dual;
+}
+
+StreamingState fork_streaming_state(long long ttt_mlp_layers) {
+  return ttt_mlp_layers >= 3 ? StreamingState::persistent : StreamingState::fork_restart;
+}
+
 }  // namespace mtt::ttt

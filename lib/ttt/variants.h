@@ -43,6 +43,14 @@ enum class MultiLayerQuery { dual, fork_updated };
 //                 from W0 (its multi-layer path does carry the state).
 enum class StreamingState { persistent, fork_restart };
 
+// What the Moshi-TTT fork (AlufRon/claude-web @ f5e977ac) computes for an inner model of
+// `ttt_mlp_layers` layers (1 = TTT-Linear): its query pass (fork_updated from 3 layers on,
+// TTTMLPMultiLayer) and its streaming (TTTLinear and the 2-layer TTTMLP never write their state
+// back: fork_restart; TTTMLPMultiLayer's eval path writes batch element 0's state into its
+// parameters, which for one stream is the persistent state).
+MultiLayerQuery fork_multilayer_query(long long ttt_mlp_layers);
+StreamingState fork_streaming_state(long long ttt_mlp_layers);
+
 const char* variant_name(InnerModel v);
 const char* variant_name(ReconTarget v);
 const char* variant_name(Eta v);
