@@ -2,11 +2,14 @@
 // The Moshi-TTT fork's hybrid layer (checkpoint-keys.md §1; ttt.md §4, §6): Moshi's attention
 // block, then the gated TTT branch, then Moshi's FFN block:
 //     h = x + SA(norm1(x));   h' = h + tanh(clamp(alpha_f, -3, 3)) * TTT(h);   y = h' + FFN(norm2(h'))
-// (FORK moshi_ttt/hybrid_layer.py:L281-348). The TTT module is lib/ttt's TTTLayer configured as the
-// fork's TTTWrapper (VDIT layer, target LN eps 1e-5, inner LN eps 1e-8, dit eta, no RoPE, output
-// skips post_norm/wo); the gates are lib/ttt's SSMGating (fork clamp). Full-sequence calls pad the
-// input with zero tokens to a multiple of the mini-batch b and trim (fork hybrid_layer.py:L330-348);
-// streaming calls carry the per-element TTT state (persistent_states) in the LM's streaming state.
+// (FORK moshi_ttt/hybrid_layer.py:L281-348). The branch is lib/ttt's HybridTTTPath (the one
+// implementation of it): TTTLayer configured as the fork's TTTWrapper (VDIT layer, target LN eps
+// 1e-5, inner LN eps 1e-8, dit eta, no RoPE, output skips post_norm/wo) and SSMGating gates (fork
+// clamp). Every call pads the input with zero tokens to a multiple of the mini-batch b and trims
+// (fork hybrid_layer.py:L330-348); streaming calls carry the per-element TTT state in the LM's
+// streaming state (ttt.streaming_state persistent) or restart from W0 every call as the fork's
+// 2-layer TTTMLP does (fork_restart). ttt.multilayer_query picks the query pass of a >= 3-layer
+// inner MLP (dual, or the fork's fork_updated).
 #include <ATen/ATen.h>
 #include <memory>
 #include <string>
@@ -14,6 +17,7 @@
 
 #include "moshi/config.h"
 #include "moshi/transformer.h"
+#include "ttt/hybrid_ttt_path.h"
 #include "ttt/ssm_gating.h"
 #include "ttt/ttt_layer.h"
 
@@ -35,11 +39,16 @@ struct LayerTTTState {
   void restore(const LayerTTTState& kept, const std::vector<bool>& exec);
 };
 
+// The HybridTTTPath options of layer `layer` of the LM (the fork's TTTWrapper with the LM's TTT
+// settings: heads = the LM's num_heads, inner depth/widths, base_lr, gate init, RoPE, output path,
+// scan groups, fork-exact variants).
+ttt::HybridTTTPathOptions hybrid_path_options(const LMConfig& cfg, int layer);
+
 class HybridBlock {
  public:
   HybridBlock(const LMConfig& cfg, int layer);
   // h [B, T, D] (attention output with residual) -> h + gate * TTT(h). state == nullptr:
-  // full-sequence pass from W0 (padded to a multiple of b); otherwise the persistent state.
+  // full-sequence pass from W0 (padded to a multiple of b); otherwise the streaming state.
   at::Tensor forward(const at::Tensor& h, LayerTTTState* state);
   // Parameters under their fork names relative to the layer prefix:
   // seq_modeling_block.ttt_layer.ttt.*, seq_modeling_block.{forward,backward}_ssm_gating.gating_alpha.
@@ -48,14 +57,13 @@ class HybridBlock {
   void set_requires_grad(bool on);
   std::shared_ptr<LayerTTTState> new_state(int64_t batch) const;
 
-  ttt::TTTLayer& ttt_layer() { return *ttt_; }
-  ttt::SSMGating& forward_gate() { return *forward_gate_; }
-  ttt::SSMGating& backward_gate() { return *backward_gate_; }
+  ttt::HybridTTTPath& path() { return *path_; }
+  ttt::TTTLayer& ttt_layer() { return path_->ttt_layer(); }
+  ttt::SSMGating& forward_gate() { return path_->forward_ssm_gating(); }
+  ttt::SSMGating& backward_gate() { return path_->backward_ssm_gating(); }
 
  private:
-  ttt::TTTConfig tcfg_;
-  std::unique_ptr<ttt::TTTLayer> ttt_;
-  std::shared_ptr<ttt::SSMGating> forward_gate_, backward_gate_;
+  std::unique_ptr<ttt::HybridTTTPath> path_;
 };
 
 }  // namespace mtt::moshi

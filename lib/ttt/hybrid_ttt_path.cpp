@@ -67,7 +67,10 @@ HybridTTTPath::Output HybridTTTPath::forward(const at::Tensor& x, TTTState* stat
                 ErrorKind::Internal);
   }
   Output o;
-  o.ttt_out = run_ttt(x, state);
+  // The TTT runs in its parameters' dtype (ttt.md §2: the inner loop in f32 whatever the LM's dtype).
+  const at::ScalarType tdt = ttt_->param("wq.weight").scalar_type();
+  if (options_.streaming_state == StreamingState::fork_restart) state = nullptr;  // never written back
+  o.ttt_out = run_ttt(x.to(tdt), state);
   // Gated residual; the fork casts the gated branch back to the residual's dtype.
   at::Tensor e = x + forward_gate_->forward(o.ttt_out).to(x.scalar_type());
   if (options_.direction == HybridDirection::forward_only) {
@@ -76,7 +79,7 @@ HybridTTTPath::Output HybridTTTPath::forward(const at::Tensor& x, TTTState* stat
   }
   // VDIT's backward pass: same TTT parameters over the reversed sequence, un-reversed, own gate.
   at::Tensor rev = at::flip(e, {1});
-  o.ttt_out_back = at::flip(run_ttt(rev, nullptr), {1});
+  o.ttt_out_back = at::flip(run_ttt(rev.to(tdt), nullptr), {1});
   o.y = e + backward_gate_->forward(o.ttt_out_back).to(x.scalar_type());
   return o;
 }

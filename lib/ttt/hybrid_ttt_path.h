@@ -14,6 +14,11 @@
 //
 // Parameter names are HybridSeqModelingBlock.state_dict() names: `ttt_layer.ttt.<TTT name>`,
 // `forward_ssm_gating.gating_alpha`, `backward_ssm_gating.gating_alpha`.
+//
+// This is the one implementation of the fork's TTT branch: the Moshi LM's hybrid layers
+// (lib/moshi/hybrid.h) own one per converted layer. The TTT runs in its parameters' dtype (f32, or
+// f64 for gradient checks) whatever the residual's dtype; the gated branch is cast back to the
+// residual's dtype before the addition, as the fork does (hybrid_layer.py:L281-318).
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +40,9 @@ struct HybridTTTPathOptions {
   HybridDirection direction = HybridDirection::forward_only;
   // Fork: pad tokens take part in the inner updates (the pad mask is built but never used).
   PadUpdates pad_updates = PadUpdates::legacy;
+  // What a call with a state keeps (variants.h): persistent (the state carries over) or the fork's
+  // 2-layer streaming, where every call restarts from W0 and the state is left untouched.
+  StreamingState streaming_state = StreamingState::persistent;
 
   // The fork as released: TTT-MLP, base_lr from TTTConfig (training args default 1.0), gating 0.1
   // with the clamp, forward direction only, skip post_norm/wo, no RoPE (use_rope False).
@@ -52,8 +60,9 @@ class HybridTTTPath {
     at::Tensor ttt_out_back;  // [B, L, D] backward-direction TTT output (bidirectional only)
   };
 
-  // x [B, L, D], any L ≥ 1. `state` as TTTLayer::forward (nullptr: every call starts from W0, as the
-  // fork with persistent_states = False); the backward direction never uses a persistent state.
+  // x [B, L, D] in any dtype, any L ≥ 1. `state` as TTTLayer::forward (nullptr: every call starts
+  // from W0, as the fork with persistent_states = False; StreamingState::fork_restart treats every
+  // state as nullptr); the backward direction never uses a persistent state.
   Output forward(const at::Tensor& x, TTTState* state = nullptr);
 
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
