@@ -139,8 +139,9 @@ ttt::InPlaceTTT& InPlaceBlock::module() const {
 void InPlaceBlock::bind(const TransformerLayer* layer) const {
   ttt::InPlaceTTT& m = module();
   if (layer) {
-    m.w_gate_up = layer->gating_in.at(0).weight;   // gating.linear_in.weight [2h, D]
-    m.linear_out = layer->gating_out.at(0).weight; // not read by the TTT path (§2.2)
+    // gating.linear_in [2h, D] (with a separate LoRA adapter applied, checkpoint-keys.md §2.3)
+    m.w_gate_up = layer->gating_in.at(0).effective_weight();
+    m.linear_out = layer->gating_out.at(0).effective_weight();  // not read by the TTT path (§2.2)
   }
   m.w_down = w_down;
   m.w_down_pretrained = w_down_pretrained;
@@ -156,7 +157,7 @@ void InPlaceBlock::collect(const std::string& g, NamedTensors& out) {
 }
 
 void InPlaceBlock::init_fast_weight_from(const TransformerLayer& layer) {
-  w_down = layer.gating_out.at(0).weight.detach().to(at::kFloat).clone();
+  w_down = layer.gating_out.at(0).effective_weight().detach().to(at::kFloat).clone();
   w_down_pretrained = w_down.clone();
 }
 

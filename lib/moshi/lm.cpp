@@ -3,7 +3,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <sstream>
 
@@ -30,6 +32,18 @@ bool is_fast_weight(const std::string& name) {
   return ends(".gating.w_down") || ends(".gating.w_down_pretrained");
 }
 
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// Moves tensors[from] to tensors[to] unless `to` is already there.
+void move_key(std::map<std::string, at::Tensor>& tensors, const std::string& from, const std::string& to) {
+  auto it = tensors.find(from);
+  if (it == tensors.end() || tensors.count(to)) return;
+  tensors[to] = it->second;
+  tensors.erase(it);
+}
+
 std::string shape_str(at::IntArrayRef s) {
   std::ostringstream o;
   o << "[";
@@ -44,6 +58,9 @@ std::string LoadReport::summary() const {
   std::ostringstream o;
   o << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mis_shaped.size()
     << " mis-shaped, " << zero_copy << " zero-copy, " << converted << " converted";
+  if (lora_linears > 0 || lora_absent > 0)
+    o << "; LoRA on " << lora_linears << " linears" << (lora_absent ? " (" + std::to_string(lora_absent) + " without adapters)" : "")
+      << (lora_fused ? ", merged" : ", separate");
   auto list = [&](const char* what, const std::vector<std::string>& v) {
     if (v.empty()) return;
     o << "; " << what << ": ";
@@ -278,9 +295,20 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
       for (int64_t l = 0; l < depformer_->config().num_layers; ++l)
         mult_of["depformer.layers." + std::to_string(l) + ".self_attn."] = depformer_->config().num_weight_sets();
   }
+  // (source suffix, target module list, target suffix), the LoRA names as upstream's
+  // StreamingMultiheadAttention._load_hook maps them.
+  static const std::array<std::array<const char*, 3>, 7> kFused = {{
+      {"in_proj_weight", "in_projs.", ".weight"},
+      {"in_proj.weight", "in_projs.", ".weight"},
+      {"out_proj.weight", "out_projs.", ".weight"},
+      {"in_proj.lora_A.weight", "in_projs.", ".lora_A.weight"},
+      {"in_proj.lora_B.weight", "in_projs.", ".lora_B.weight"},
+      {"out_proj.lora_A.weight", "out_projs.", ".lora_A.weight"},
+      {"out_proj.lora_B.weight", "out_projs.", ".lora_B.weight"},
+  }};
   for (const auto& [name, t] : tensors_in) {
     bool renamed = false;
-    for (const char* src : {"in_proj_weight", "in_proj.weight", "out_proj.weight"}) {
+    for (const auto& [src, list, suffix] : kFused) {
       const std::string s(src);
       if (name.size() <= s.size() || name.compare(name.size() - s.size(), s.size(), s) != 0) continue;
       const std::string prefix = name.substr(0, name.size() - s.size());
@@ -294,8 +322,7 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
         break;
       }
       at::Tensor v = t.view({mult, t.size(0) / mult, t.size(1)});
-      const std::string target = s == "out_proj.weight" ? "out_projs." : "in_projs.";
-      for (int64_t k = 0; k < mult; ++k) tensors[prefix + target + std::to_string(k) + ".weight"] = v[k];
+      for (int64_t k = 0; k < mult; ++k) tensors[prefix + list + std::to_string(k) + suffix] = v[k];
       renamed = true;
       break;
     }
@@ -311,6 +338,82 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
       tensors[g + "w_down"] = tensors[g + "linear_out.weight"].to(at::kFloat).clone();
     if (!tensors.count(g + "w_down_pretrained") && tensors.count(g + "w_down"))
       tensors[g + "w_down_pretrained"] = tensors[g + "w_down"].to(at::kFloat).clone();
+    // The port's LoRA wraps W_target too (checkpoint-keys.md §2.3); the In-Place TTT reads it as a
+    // matrix, so its adapter is always merged (moshi's merge, in the tensors' dtype).
+    const std::string wt = g + "target_generator.W_target.";
+    if (opt.lora.enable && tensors.count(wt + "lora_A.weight") && tensors.count(wt + "lora_B.weight")) {
+      move_key(tensors, wt + "frozen_W.weight", wt + "weight");
+      if (tensors.count(wt + "weight")) {
+        const at::Tensor A = tensors[wt + "lora_A.weight"], B = tensors[wt + "lora_B.weight"];
+        const at::Tensor W = tensors[wt + "weight"];
+        if (A.dim() == 2 && B.dim() == 2 && B.size(1) == A.size(0) && W.sizes() == at::IntArrayRef({B.size(0), A.size(1)})) {
+          tensors[wt + "weight"] = W + opt.lora.scaling * at::matmul(B.to(W.scalar_type()), A.to(W.scalar_type()));
+          tensors.erase(wt + "lora_A.weight");
+          tensors.erase(wt + "lora_B.weight");
+        }
+      }
+    }
+  }
+  // 1c. LoRA (moshi/lora.h). Every wrappable linear first gets meta adapters of the rank, so that
+  // named_parameters() yields the LoRALinear names; a linear the tensors give no adapter for goes
+  // back to a plain one (moshi leaves its lora_B at zero). The base moves between `weight` and
+  // `frozen_W.weight` as moshi's LoRALinear load hook does.
+  {
+    auto lins = wrappable_linears();
+    for (Linear* l : lins) {
+      l->lora_A = at::Tensor();
+      l->lora_B = at::Tensor();
+      l->lora_scaling = 0.0;
+    }
+    int64_t r = opt.lora.enable ? opt.lora.rank : 0;
+    if (opt.lora.enable && r <= 0)
+      for (const auto& [n, t] : tensors)
+        if (ends_with(n, ".lora_A.weight") && t.dim() == 2) {
+          r = t.size(0);
+          break;
+        }
+    if (r > 0) {
+      std::map<const at::Tensor*, Linear*> by_a;
+      for (Linear* l : lins) {
+        l->lora_A = meta({r, l->weight.size(1)});
+        l->lora_B = meta({l->weight.size(0), r});
+        l->lora_scaling = opt.lora.scaling;
+        by_a[&l->lora_A] = l;
+      }
+      std::map<Linear*, std::vector<std::string>> prefixes;  // a fork hybrid layer's linear has two
+      for (auto& [name, ptr] : named_parameters()) {
+        auto it = by_a.find(ptr);
+        if (it != by_a.end()) prefixes[it->second].push_back(name.substr(0, name.size() - std::strlen("lora_A.weight")));
+      }
+      for (Linear* l : lins) {
+        bool any = false;
+        for (const auto& p : prefixes[l]) any = any || tensors.count(p + "lora_A.weight") || tensors.count(p + "lora_B.weight");
+        if (!any) {
+          l->lora_A = at::Tensor();
+          l->lora_B = at::Tensor();
+          l->lora_scaling = 0.0;
+          ++rep.lora_absent;
+        } else {
+          ++rep.lora_linears;
+        }
+        for (const auto& p : prefixes[l]) {
+          for (const char* w : {"weight", "bias"}) {
+            if (any) move_key(tensors, p + w, p + "frozen_W." + w);
+            else move_key(tensors, p + "frozen_W." + w, p + w);
+          }
+        }
+      }
+    } else {
+      if (opt.lora.enable) rep.lora_absent = static_cast<int64_t>(lins.size());
+      // A file in LoRALinear names without adapters (or LoRA off): its base is the plain weight.
+      std::vector<std::string> frozen;
+      for (const auto& [n, t] : tensors)
+        if (ends_with(n, ".frozen_W.weight") || ends_with(n, ".frozen_W.bias")) frozen.push_back(n);
+      for (const auto& n : frozen) {
+        const size_t cut = n.rfind("frozen_W.");
+        move_key(tensors, n, n.substr(0, cut) + n.substr(cut + std::strlen("frozen_W.")));
+      }
+    }
   }
   // 2. Assign.
   std::set<std::string> ignore(opt.ignore_unexpected.begin(), opt.ignore_unexpected.end());
@@ -352,9 +455,17 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
   }
   for (const auto& [name, t] : tensors)
     if (!used.count(name) && !ignore.count(name)) rep.unexpected.push_back(name);
-  if (opt.strict && !rep.ok())
+  if (opt.strict && !rep.ok()) {
+    std::string hint;
+    if (!opt.lora.enable)
+      for (const auto& n : rep.unexpected)
+        if (n.find(".lora_A.") != std::string::npos || n.find(".lora_B.") != std::string::npos) {
+          hint = " (the tensors hold LoRA adapters: load with LoRA on, e.g. the run's args.yaml lora.enable)";
+          break;
+        }
     throw Error(file, !rep.missing.empty() ? rep.missing[0] : !rep.unexpected.empty() ? rep.unexpected[0] : rep.mis_shaped[0],
-                "checkpoint does not match the model: " + rep.summary());
+                "checkpoint does not match the model: " + rep.summary() + hint);
+  }
   for (auto& [ptr, src] : pending) {
     at::Tensor v = src;
     // RMSNorm gains and TTT/gating tensors follow the compute dtype too (the upstream loader casts
@@ -374,7 +485,60 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
     *ptr = v;
   }
   dtype_ = opt.dtype;
+  if (opt.fuse_lora && rep.lora_linears > 0) {
+    fuse_lora();
+    rep.lora_fused = true;
+  }
   return rep;
+}
+
+std::vector<Linear*> LMModel::wrappable_linears() {
+  // moshi's replace_all_linear_with_lora walks every nn.Linear child of the LM (moshi/lora.h).
+  std::vector<Linear*> v{&text_linear_};
+  auto layer_linears = [&](StreamingTransformer& t) {
+    for (auto& L : t.layers()) {
+      for (auto* group : {&L.in_projs, &L.out_projs, &L.gating_in, &L.gating_out})
+        for (auto& l : *group) v.push_back(&l);
+      if (L.linear1.weight.defined()) v.push_back(&L.linear1);
+      if (L.linear2.weight.defined()) v.push_back(&L.linear2);
+    }
+  };
+  layer_linears(*transformer_);
+  for (auto& l : depformer_in_) v.push_back(&l);
+  if (depformer_) {
+    for (auto& e : depformer_emb_)
+      if (e.low_rank.weight.defined()) v.push_back(&e.low_rank);
+    if (depformer_text_emb_.low_rank.weight.defined()) v.push_back(&depformer_text_emb_.low_rank);
+    layer_linears(*depformer_);
+  }
+  for (auto& l : linears_) v.push_back(&l);
+  return v;
+}
+
+void LMModel::enable_lora(const LoraSettings& lora, uint64_t seed) {
+  if (lora.rank <= 0) throw Error("", "lora.rank", "LoRA rank must be positive", ErrorKind::Usage);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (Linear* l : wrappable_linears()) {
+    if (l->weight.is_meta())
+      throw Error("", "lora", "load or initialise the weights before enable_lora", ErrorKind::Internal);
+    // moshi-finetune's initialisation (wrapped_model.py): lora_A kaiming-uniform(a = sqrt(5)), whose
+    // bound is 1/sqrt(in); lora_B zero.
+    const int64_t in = l->weight.size(1), out = l->weight.size(0);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    l->lora_A = ((at::rand({lora.rank, in}, gen) * 2.0 - 1.0) * bound).to(l->weight.options());
+    l->lora_B = at::zeros({out, lora.rank}, l->weight.options());
+    l->lora_scaling = lora.scaling;
+  }
+}
+
+void LMModel::fuse_lora() {
+  for (Linear* l : wrappable_linears()) l->merge_lora();
+}
+
+int64_t LMModel::lora_linears() const {
+  int64_t n = 0;
+  for (Linear* l : const_cast<LMModel*>(this)->wrappable_linears()) n += l->has_lora() ? 1 : 0;
+  return n;
 }
 
 LoadReport LMModel::load_file(const std::string& path, const LoadOptions& opt) {

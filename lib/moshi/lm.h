@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "moshi/config.h"
+#include "moshi/lora.h"
 #include "moshi/transformer.h"
 
 namespace mtt::moshi {
@@ -36,6 +37,13 @@ struct LoadOptions {
   bool strict = true;                 // throw on missing / unexpected / mis-shaped keys
   // Keys the caller knows are unused (e.g. from the audit), not reported as unexpected.
   std::vector<std::string> ignore_unexpected;
+  // LoRA (moshi/lora.h). enable: every Moshi linear reads `<linear>.lora_A.weight` /
+  // `.lora_B.weight` and its base from `<linear>.weight` or `<linear>.frozen_W.weight`; a linear
+  // the tensors give no adapter for gets none (moshi's untouched zero lora_B). rank 0: from the
+  // tensors. fuse_lora: merged at load (moshi's --fuse-lora), else kept separate (the forward adds
+  // the low-rank term; named_parameters() gives the LoRALinear names).
+  LoraSettings lora;
+  bool fuse_lora = false;
 };
 
 struct LoadReport {
@@ -44,6 +52,9 @@ struct LoadReport {
   std::vector<std::string> mis_shaped;   // "key: file [..] vs model [..]"
   std::vector<std::string> duplicates;   // fork duplicate copies checked equal and skipped
   int64_t zero_copy = 0, converted = 0;  // tensors viewed in place vs. cast/copied
+  int64_t lora_linears = 0;              // linears that got a low-rank term from the tensors
+  int64_t lora_absent = 0;               // LoRA on, but no adapter tensors for these linears
+  bool lora_fused = false;               // merged into the weights at load
   bool ok() const { return missing.empty() && unexpected.empty() && mis_shaped.empty(); }
   std::string summary() const;
 };
@@ -89,6 +100,16 @@ class LMModel {
   LoadReport load_file(const std::string& path, const LoadOptions& opt = {});
   void set_requires_grad(bool on);
 
+  // --- LoRA (moshi/lora.h) ---
+  // Wraps every Moshi linear with a fresh adapter as moshi-finetune initialises one (lora_A
+  // U(+-1/sqrt(in)), the kaiming-uniform bound; lora_B zero) in the weights' dtype: the forward is
+  // unchanged until lora_B moves. The weights must be loaded or initialised first.
+  void enable_lora(const LoraSettings& lora, uint64_t seed = 0);
+  // Merges every adapter into its weight (moshi's replace_lora_with_linear).
+  void fuse_lora();
+  // Number of linears that carry a separate low-rank term.
+  int64_t lora_linears() const;
+
   // --- forward passes ---
   // Upstream LMModel.forward: codes [B, n_q+1, T] (undelayed) -> logits aligned with codes.
   LMOutput forward(const at::Tensor& codes);
@@ -110,6 +131,8 @@ class LMModel {
 
  private:
   void build();
+  // Every linear moshi's replace_all_linear_with_lora wraps (moshi/lora.h), TTT projections excluded.
+  std::vector<Linear*> wrappable_linears();
   LMConfig cfg_;
   at::ScalarType dtype_ = at::kFloat;
   std::vector<ScaledEmbedding> emb_;
