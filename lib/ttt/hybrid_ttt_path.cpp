@@ -1,5 +1,7 @@
 #include "ttt/hybrid_ttt_path.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include "core/error.h"
 
 namespace mtt::ttt {
@@ -71,6 +73,18 @@ HybridTTTPath::Output HybridTTTPath::forward(const at::Tensor& x, TTTState* stat
   const at::ScalarType tdt = ttt_->param("wq.weight").scalar_type();
   if (options_.streaming_state == StreamingState::fork_restart) state = nullptr;  // never written back
   o.ttt_out = run_ttt(x.to(tdt), state);
+  if (state && options_.streaming_state == StreamingState::fork_batch0 && state->batch_size() > 1) {
+    // TTTMLPMultiLayer.ttt (eval): weights[i].data.copy_(updated[0]), then the next call tiles the
+    // parameters over the batch: every element continues from element 0's end state.
+    at::NoGradGuard ng;
+    auto row0 = [&](std::vector<at::Tensor>& v) {
+      for (auto& t : v) t = t.narrow(0, 0, 1).expand(t.sizes()).clone();
+    };
+    row0(state->weights);
+    row0(state->biases);
+    row0(state->acc_weights);
+    row0(state->acc_biases);
+  }
   // Gated residual; the fork casts the gated branch back to the residual's dtype.
   at::Tensor e = x + forward_gate_->forward(o.ttt_out).to(x.scalar_type());
   if (options_.direction == HybridDirection::forward_only) {

@@ -40,8 +40,9 @@ struct HybridTTTPathOptions {
   HybridDirection direction = HybridDirection::forward_only;
   // Fork: pad tokens take part in the inner updates (the pad mask is built but never used).
   PadUpdates pad_updates = PadUpdates::legacy;
-  // What a call with a state keeps (variants.h): persistent (the state carries over) or the fork's
-  // 2-layer streaming, where every call restarts from W0 and the state is left untouched.
+  // What a call with a state keeps (variants.h): persistent (the state carries over), the fork's
+  // 2-layer streaming (every call restarts from W0, the state is left untouched) or its multi-layer
+  // eval streaming (fork_batch0: every element continues from element 0's end state).
   StreamingState streaming_state = StreamingState::persistent;
 
   // The fork as released: TTT-MLP, base_lr from TTTConfig (training args default 1.0), gating 0.1

@@ -46,7 +46,8 @@ const std::pair<Rope, const char*> kRope[] = {{Rope::none, "none"},
 const std::pair<MultiLayerQuery, const char*> kQuery[] = {{MultiLayerQuery::dual, "dual"},
                                                            {MultiLayerQuery::fork_updated, "fork_updated"}};
 const std::pair<StreamingState, const char*> kStream[] = {{StreamingState::persistent, "persistent"},
-                                                           {StreamingState::fork_restart, "fork_restart"}};
+                                                           {StreamingState::fork_restart, "fork_restart"},
+                                                           {StreamingState::fork_batch0, "fork_batch0"}};
 
 }  // namespace
 
@@ -71,7 +72,7 @@ MultiLayerQuery fork_multilayer_query(long long ttt_mlp_layers) {
 }
 
 StreamingState fork_streaming_state(long long ttt_mlp_layers) {
-  return ttt_mlp_layers >= 3 ? StreamingState::persistent : StreamingState::fork_restart;
+  return ttt_mlp_layers >= 3 ? StreamingState::fork_batch0 : StreamingState::fork_restart;
 }
 
 }  // namespace mtt::ttt

@@ -38,16 +38,20 @@ enum class Rope { none, minibatch_1d, vdit_frames, fork_audio };
 //                 already fully updated W_k / b_k of the mini-batch end.
 enum class MultiLayerQuery { dual, fork_updated };
 // What a streamed (frame-by-frame) TTT layer keeps between calls (issue 12):
-//   persistent:   the adapted state carries over (what persistent_states: true promises).
+//   persistent:   the adapted state carries over, per batch element (what persistent_states: true
+//                 promises).
 //   fork_restart: the fork's 2-layer TTTMLP.ttt never writes its state back: every call restarts
 //                 from W0 (its multi-layer path does carry the state).
-enum class StreamingState { persistent, fork_restart };
+//   fork_batch0:  the fork's TTTMLPMultiLayer in eval mode writes batch element 0's end state into
+//                 its parameters after every call, so every element continues from element 0's
+//                 state (the same as persistent for one stream).
+enum class StreamingState { persistent, fork_restart, fork_batch0 };
 
 // What the Moshi-TTT fork (AlufRon/claude-web @ f5e977ac) computes for an inner model of
 // `ttt_mlp_layers` layers (1 = TTT-Linear): its query pass (fork_updated from 3 layers on,
 // TTTMLPMultiLayer) and its streaming (TTTLinear and the 2-layer TTTMLP never write their state
 // back: fork_restart; TTTMLPMultiLayer's eval path writes batch element 0's state into its
-// parameters, which for one stream is the persistent state).
+// parameters: fork_batch0).
 MultiLayerQuery fork_multilayer_query(long long ttt_mlp_layers);
 StreamingState fork_streaming_state(long long ttt_mlp_layers);
 
