@@ -18,6 +18,9 @@ before step reset_at[r], reset_streaming(reset_mask[r]) (per-row reset; on LMGen
 Optional `exec_mask` [S or N, B] (int64 0/1): set_exec_mask(exec_mask[n]) before every step.
 --out-of-sync: LMGen(support_out_of_sync=True). --dtype bfloat16: the model built and run in bf16
 (weights cast), outputs returned in float32.
+--lora RANK:SCALING: replace_all_linear_with_lora(model, RANK, SCALING) before loading (WEIGHTS then holds
+the LoRALinear names frozen_W.weight / lora_A.weight / lora_B.weight); with --fuse-lora, forward also runs
+after replace_lora_with_linear (moshi's --fuse-lora) and adds fused_logits / fused_text_logits.
 generate: LMGen.step on user codes [B, n_q - dep_q, N] with torch.manual_seed(seed) right before
           the first step -> tokens [N, B, 1 + dep_q] (-2 where upstream returns None), and
           text_logits [N, B, text_card] of every step.
@@ -32,12 +35,16 @@ from safetensors.torch import load_file, save_file
 from moshi.models.lm import LMModel, LMGen
 
 
-def build(config_path, weights_path, dtype=torch.float32):
+def build(config_path, weights_path, dtype=torch.float32, lora=None):
     with open(config_path) as f:
         kwargs = json.load(f)
     kwargs.pop("lm_gen_config", None)
     kwargs.pop("ttt", None)
     model = LMModel(**kwargs, dtype=dtype)
+    if lora:
+        from moshi.modules.lora import replace_all_linear_with_lora
+        rank, scaling = lora.split(":")
+        replace_all_linear_with_lora(model, int(rank), float(scaling))
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(weights_path).items()}
     model.load_state_dict(sd, strict=True)
     model.eval()
@@ -59,9 +66,11 @@ def main():
     ap.add_argument("--top-k-text", type=int, default=25)
     ap.add_argument("--out-of-sync", action="store_true")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--lora", default=None)
+    ap.add_argument("--fuse-lora", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    model = build(a.config, a.weights, getattr(torch, a.dtype))
+    model = build(a.config, a.weights, getattr(torch, a.dtype), a.lora)
     inputs = load_file(a.inputs)
     resets = {}
     if "reset_at" in inputs:
@@ -73,6 +82,12 @@ def main():
             o = model(inputs["codes"])
             out = {"logits": o.logits.float().contiguous(), "mask": o.mask.contiguous(),
                    "text_logits": o.text_logits.float().contiguous(), "text_mask": o.text_mask.contiguous()}
+            if a.lora and a.fuse_lora:
+                from moshi.modules.lora import replace_lora_with_linear
+                replace_lora_with_linear(model)
+                o = model(inputs["codes"])
+                out["fused_logits"] = o.logits.float().contiguous()
+                out["fused_text_logits"] = o.text_logits.float().contiguous()
         elif a.mode == "stream":
             seq = inputs["seq"]
             B, K, S = seq.shape
