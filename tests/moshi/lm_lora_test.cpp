@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "moshi/config.h"
 #include "moshi/lm.h"
 #include "moshi/schema.h"
 #include "moshi_test_util.h"
@@ -206,6 +207,41 @@ TEST(MoshiLora, LinearsWithoutAdaptersStayPlain) {
   for (auto& [n, t] : m.named_parameters()) names.insert(n);
   EXPECT_TRUE(names.count("text_linear.weight"));
   EXPECT_FALSE(names.count("text_linear.frozen_W.weight"));
+}
+
+TEST(MoshiLora, InPlaceTargetProjectionAdapterIsMerged) {
+  // The port's LoRA wraps target_generator.W_target too (checkpoint-keys.md §2.3); the In-Place TTT
+  // reads it as a matrix, so its adapter is merged at load in both forms.
+  LMConfig c = LMConfig::tiny();
+  c.ttt = ttt_settings_from_yaml("ttt:\n  enable: true\n  variant: inplace\n  start_layer: 1\n  layer_frequency: 2\n");
+  c.ttt.inplace_chunk_size = 4;
+  c.ttt.inplace_lr = 0.5;
+  c.ttt.inplace_delta_clip = 0.0;
+  LMModel src(c);
+  init_with_lora(src, 31);
+  auto sd = copy_state(src);
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(32);
+  int wrapped = 0;
+  for (int l : {1, 3}) {
+    const std::string wt = "transformer.layers." + std::to_string(l) + ".gating.target_generator.W_target.";
+    ASSERT_TRUE(sd.count(wt + "weight"));
+    const at::Tensor W = sd[wt + "weight"];
+    at::Tensor A = at::randn({kRank, W.size(1)}, g), B = 0.1 * at::randn({W.size(0), kRank}, g);
+    sd[wt + "frozen_W.weight"] = W - kScaling * at::matmul(B, A);
+    sd[wt + "lora_A.weight"] = A;
+    sd[wt + "lora_B.weight"] = B;
+    sd.erase(wt + "weight");
+    ++wrapped;
+  }
+  at::Tensor codes = testing::random_codes(c, 2, 10, 7);
+  LMOutput ref = run(src, codes);
+  for (bool fuse : {false, true}) {
+    LMModel m(c);
+    LoadReport r = m.load(sd, lora_options(fuse));
+    ASSERT_TRUE(r.ok()) << r.summary();
+    EXPECT_LT(rel(run(m, codes).text_logits, ref.text_logits), 1e-6) << "fuse " << fuse;
+  }
+  EXPECT_EQ(wrapped, 2);
 }
 
 TEST(MoshiLora, MatchesUpstreamLoRALinear) {
