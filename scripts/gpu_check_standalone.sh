@@ -9,10 +9,13 @@
 #   3. compute-sanitizer memcheck, racecheck, synccheck, initcheck on small shapes
 #   4. timing: tokens/s and TFLOP/s against the cuBLAS GEMM peak measured in the same run
 #
-#   scripts/gpu_check_standalone.sh [--cpu-only] [--build-only] [--quick] [--build-dir DIR]
+#   scripts/gpu_check_standalone.sh [--cpu-only|--fake-gpu|--build-only] [--quick] [--build-dir DIR]
 #     --cpu-only    build the host half with a C++ compiler (no CUDA needed) and run step 1 only
+#     --fake-gpu    a dry run of steps 2-4 without a GPU: the check built with a C++ compiler against
+#                   a stand-in device whose "kernels" are the CPU copy summed in another order
+#                   (gpu_check/fake_cuda.h); then once more with a planted fault that must be caught
 #     --build-only  build the nvcc binary and stop (a machine without a GPU can check the build)
-#     --quick       smaller check shapes (what the CTest runs)
+#     --quick       smaller shapes (what the CTests run)
 # Environment: NVCC (default: nvcc on PATH or /usr/local/cuda/bin/nvcc), MTT_CUDA_ARCH (90),
 # CXX (--cpu-only; default c++), MTT_JOBS (parallel compiles; default nproc).
 # Exit status: 0 every check passed; 1 a check failed; 2 the build failed; 77 no GPU (nvidia-smi
@@ -26,10 +29,11 @@ QUICK=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-only) MODE=cpu ;;
+    --fake-gpu) MODE=fake ;;
     --build-only) MODE=build ;;
     --quick) QUICK=(--quick) ;;
     --build-dir) BUILD="$2"; shift ;;
-    *) echo "usage: $0 [--cpu-only|--build-only] [--quick] [--build-dir DIR]" >&2; exit 64 ;;
+    *) echo "usage: $0 [--cpu-only|--fake-gpu|--build-only] [--quick] [--build-dir DIR]" >&2; exit 64 ;;
   esac
   shift
 done
@@ -70,23 +74,51 @@ compile_all() {
   return $rc
 }
 
+# Host-compiler builds (--cpu-only, --fake-gpu): build_host BIN OBJDIR [extra flags and sources...]
+build_host() {
+  local bin="$1" obj="$2"; shift 2
+  local defs=() extra=()
+  for a in "$@"; do case "$a" in -*) defs+=("$a") ;; *) extra+=("$a") ;; esac; done
+  up_to_date "$bin" && return 0
+  CXX="${CXX:-c++}"
+  OBJ="$obj"; mkdir -p "$OBJ"; rm -f "$OBJ"/*.o
+  SRCS=("${HOST_SRCS[@]}" "${extra[@]}")
+  local t0=$(date +%s)
+  if ! compile_all "$CXX" -std=c++17 -O2 -pthread -Wall -Wextra "${defs[@]}" -I"$ROOT" ||
+     ! "$CXX" -pthread "$OBJ"/*.o -o "$bin"; then
+    verdict FAIL "build $(basename "$bin")" "$CXX failed"; finish 2
+  fi
+  echo "[gpu_check] built $bin with $CXX in $(( $(date +%s) - t0 )) s"
+}
+
 if [ "$MODE" = cpu ]; then
   BIN="$BUILD/ttt_scan_gpu_check_host"
-  if ! up_to_date "$BIN"; then
-    CXX="${CXX:-c++}"
-    OBJ="$BUILD/obj-host"; mkdir -p "$OBJ"
-    SRCS=("${HOST_SRCS[@]}")
-    t0=$(date +%s)
-    if ! compile_all "$CXX" -std=c++17 -O2 -pthread -Wall -Wextra -I"$ROOT" ||
-       ! "$CXX" -pthread "$OBJ"/*.o -o "$BIN"; then
-      verdict FAIL "build host-only check" "$CXX failed"; finish 2
-    fi
-    echo "[gpu_check] built $BIN with $CXX in $(( $(date +%s) - t0 )) s"
-  fi
+  build_host "$BIN" "$BUILD/obj-host"
   "$BIN" --cpu-only "${QUICK[@]}" | tee "$BUILD/gpu_check.log"
   rc=${PIPESTATUS[0]}
   count "$BUILD/gpu_check.log"
   finish $(( rc == 0 ? 0 : 1 ))
+fi
+
+if [ "$MODE" = fake ]; then
+  BIN="$BUILD/ttt_scan_gpu_check_fake"
+  build_host "$BIN" "$BUILD/obj-fake" -DMTT_HAVE_CUDA=1 -DMTT_GPU_CHECK_FAKE_CUDA=1 -DMTT_GPU_CHECK_NO_CUBLAS=1 \
+    -DMTT_CUDA_ARCH="$ARCH" "$K/ttt_scan/gpu_check/fake_launch.cpp"
+  for step in "check:--expect-gpu" "sanitize:--sanitize" "timing:--timing"; do
+    "$BIN" ${step#*:} "${QUICK[@]}" 2>&1 | tee "$BUILD/fake-${step%%:*}.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || verdict FAIL "fake device: ${step%%:*}" "exit status ${PIPESTATUS[0]}"
+    count "$BUILD/fake-${step%%:*}.out"
+  done
+  MTT_FAKE_GPU_FAULT=eta "$BIN" --expect-gpu "${QUICK[@]}" > "$BUILD/fake-fault.out" 2>&1
+  rc=$?
+  caught=$(grep -c '^FAIL .* vs cpu\( tc-image\)\?  ' "$BUILD/fake-fault.out")
+  cases=$(grep -c ' vs cpu\( tc-image\)\?  ' "$BUILD/fake-fault.out")
+  if [ $rc -eq 1 ] && [ "$caught" -eq "$cases" ] && [ "$cases" -gt 0 ]; then
+    verdict PASS "fake device: planted fault caught" "eta x (1 - 1/b): $caught of $cases tight comparisons fail, exit 1"
+  else
+    verdict FAIL "fake device: planted fault caught" "exit $rc, $caught of $cases tight comparisons fail ($BUILD/fake-fault.out)"
+  fi
+  finish $(( FAIL > 0 ? 1 : 0 ))
 fi
 
 # ---- nvcc build (one binary, sm_$ARCH) ----

@@ -10,7 +10,7 @@
 //   ttt_scan_gpu_check --sanitize            small shapes, every kernel and buffer placement, for
 //                                            compute-sanitizer (memcheck, racecheck, synccheck, initcheck)
 //   ttt_scan_gpu_check --timing              tokens/s and TFLOP/s per shape, against cuBLAS's GEMM peak
-// Options: --threads N (CPU copy; default: all cores), --quick (fewer cases, for the CTest).
+// Options: --threads N (CPU copy; default: all cores), --quick (smaller shapes, for the CTests).
 //
 // Errors are max |a - ref| / max |ref| per tensor; the state is compared through its update
 // dW = W_out - W_in (the update is ~0.3 % of |W|: comparing W_out itself would hide a broken update).
@@ -29,7 +29,11 @@
 #include "kernels/ttt_scan/gpu_check/cases.h"
 
 #ifdef MTT_HAVE_CUDA
+#ifdef MTT_GPU_CHECK_FAKE_CUDA
+#include "kernels/ttt_scan/gpu_check/fake_cuda.h"  // dry run without a GPU (--fake-gpu build)
+#else
 #include <cuda_runtime_api.h>
+#endif
 
 #include "kernels/ttt_scan/cuda/launch.h"
 #ifndef MTT_GPU_CHECK_NO_CUBLAS
@@ -222,7 +226,11 @@ std::vector<Shape> sanitize_shapes() {
   return {{"small", 1, 2, 3, 16, 32, true}, {"odd", 1, 1, 2, 12, 20, false}, {"spill", 1, 1, 2, 16, 128, true}};
 }
 // Timing shapes: B 1 (inference), 2048 Moshi tokens (NC 64), 4096 DiT tokens.
-std::vector<Shape> timing_shapes() { return {{"moshi", 1, 32, 64, 32, 128, true}, {"dit", 1, 48, 64, 64, 64, false}}; }
+// (--quick: 2 heads, 2 mini-batches; what the dry run without a GPU times.)
+std::vector<Shape> timing_shapes(bool quick) {
+  if (quick) return {{"moshi", 1, 2, 2, 32, 128, true}, {"dit", 1, 2, 2, 64, 64, false}};
+  return {{"moshi", 1, 32, 64, 32, 128, true}, {"dit", 1, 48, 64, 64, 64, false}};
+}
 
 void ck(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " " + cudaGetErrorString(e));
@@ -627,7 +635,7 @@ uint64_t algorithm_flops(const Inputs& in, bool backward, int group) {
   return flops * uint64_t(in.s.B) * in.s.H;
 }
 
-void gpu_timing(Verdicts& V, cudaStream_t st) {
+void gpu_timing(Verdicts& V, cudaStream_t st, bool quick) {
   double peak16 = 0, peak32 = 0;
   try {
     peak16 = gemm_peak_tflops(true, st);
@@ -640,7 +648,7 @@ void gpu_timing(Verdicts& V, cudaStream_t st) {
   } catch (const std::exception& e) {
     V.line("FAIL", "gemm peak", e.what());
   }
-  for (const Shape& s : timing_shapes())
+  for (const Shape& s : timing_shapes(quick))
     for (int depth : {1, 2})
       for (IoType io : {IoType::f32, IoType::bf16})
         for (bool bwd : {false, true}) {
@@ -742,7 +750,7 @@ int main(int argc, char** argv) {
       // A stream of our own (non-blocking): the launchers must honour the stream they are given.
       ck(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreate");
       if (timing)
-        gpu_timing(V, st);
+        gpu_timing(V, st, quick);
       else
         gpu_checks(V, sanitize ? sanitize_shapes() : check_shapes(quick), sanitize, threads, st);
       cudaStreamDestroy(st);
