@@ -105,7 +105,7 @@ run_gtest() {  # run_gtest NAME BINARY FILTER
   "$2" --gtest_filter="$3" > "$log" 2>&1
   local rc=$?
   local ran skipped
-  ran=$(grep -c '^\[       OK \]' "$log"); skipped=$(grep -c '^\[  SKIPPED \]' "$log")
+  ran=$(grep -c '^\[       OK \] .* ms)$' "$log"); skipped=$(grep -c '^\[  SKIPPED \] .* ms)$' "$log")
   if [ $rc -ne 0 ]; then
     grep -E '^\[  FAILED  \]|Failure|error' "$log" | head -20; verdict FAIL "$1" "exit $rc ($log)"
   elif [ "$EXPECT_GPU" = 1 ] && grep -q 'GPU test skipped\|no CUDA device visible\|LibTorch without CUDA' "$log"; then
@@ -126,7 +126,9 @@ if "$BUILD/bin/kernels_bench" --reps 3 --json > "$BUILD/kernels_bench.json" 2> "
 else
   verdict FAIL "kernels_bench" "$(tail -3 "$BUILD/kernels_bench.err")"
 fi
-if "$BUILD/bin/infer_bench" --device cuda --dtype bf16 --preset "$PRESETS" --json > "$BUILD/infer_bench_cuda.json" 2> "$BUILD/infer_bench.err"; then
+if [ "$EXPECT_GPU" = 0 ]; then
+  verdict SKIP "infer_bench cuda bf16" "nvidia-smi lists no GPU"
+elif "$BUILD/bin/infer_bench" --device cuda --dtype bf16 --preset "$PRESETS" --json > "$BUILD/infer_bench_cuda.json" 2> "$BUILD/infer_bench.err"; then
   cat "$BUILD/infer_bench_cuda.json"
   verdict PASS "infer_bench cuda bf16" "$PRESETS: $BUILD/infer_bench_cuda.json"
 else
