@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
-#include "kernels/cuda_runtime_info.h"
+#include "kernels/common/cuda_runtime_info.h"
 #include "moshi/model_weights.h"
 #include "nn/tensor_io.h"
 

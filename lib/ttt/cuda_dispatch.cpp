@@ -1,7 +1,8 @@
 // Kernel-vs-LibTorch dispatch for the TTT scan: checks device, dtype, shapes and autograd needs,
-// converts at::Tensor to the raw pointers of kernels/ttt_scan_params.h, runs the CUDA launcher (or
-// its CPU reference), and wraps the results back into tensors. No CUDA headers here: CUDA runtime
-// calls go through kernels/cuda_runtime_info.h.
+// converts at::Tensor to the raw pointers of kernels/ttt_scan/params.h, runs the CUDA launcher (or
+// the CPU copy's launchers handed over by test code), and wraps the results back into tensors.
+// CUDA runtime calls go through kernels/common/cuda_runtime_info.h; the one CUDA header is
+// LibTorch's stream API (c10/cuda/CUDAStream.h), for the stream to launch on.
 #include "ttt/cuda_dispatch.h"
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -10,13 +11,13 @@
 #include <mutex>
 
 #include "core/error.h"
-#include "kernels/cuda_runtime_info.h"
-#include "kernels/ttt_scan_cpu_ref.h"
-#include "kernels/ttt_scan_params.h"
+#include "kernels/common/cuda_runtime_info.h"
+#include "kernels/ttt_scan/params.h"
 #ifdef MTT_HAVE_CUDA
-#include "kernels/ttt_linear_scan.h"
-#include "kernels/ttt_linear_scan_bwd.h"
-#include "kernels/ttt_mlp_scan.h"
+#include "kernels/ttt_scan/cuda/launch.h"
+#endif
+#if defined(MTT_HAVE_CUDA) && defined(MTT_TORCH_HAS_CUDA)
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 namespace mtt::ttt {
@@ -24,6 +25,37 @@ namespace mtt::ttt {
 namespace {
 
 namespace K = mtt::kernels;
+
+std::mutex g_host_mu;
+HostScanLaunchers g_host;
+
+HostScanLaunchers host_launchers() {
+  std::lock_guard<std::mutex> lk(g_host_mu);
+  return g_host;
+}
+
+#ifdef MTT_HAVE_CUDA
+// LibTorch's current stream on `dev` (a cudaStream_t): the kernels run in order with the work
+// LibTorch queued there, the caching allocator's reuse of a workspace freed after the call is
+// ordered after the kernel, and CUDA-graph capture on that stream records the kernel.
+void* current_stream(const at::Device& dev) {
+#ifdef MTT_TORCH_HAS_CUDA
+  return c10::cuda::getCurrentCUDAStream(dev.index()).stream();
+#else
+  (void)dev;
+  return nullptr;  // a LibTorch without CUDA has no CUDA tensors that could lead here
+#endif
+}
+
+// Runs launch(stream) with the tensors' device current and LibTorch's current stream of that
+// device; the caller's current device is restored afterwards.
+template <class Launch>
+K::KernelStatus on_device(const at::Device& dev, Launch&& launch) {
+  K::CudaDeviceScope scope(dev.index());
+  if (!scope.ok()) return {2, "could not make the tensors' CUDA device current"};
+  return launch(current_stream(dev));
+}
+#endif
 
 bool any_requires_grad(const ScanInputs& in, const std::vector<at::Tensor>& W, const std::vector<at::Tensor>& Bv) {
   if (!at::GradMode::is_enabled()) return false;
@@ -40,6 +72,8 @@ bool any_requires_grad(const ScanInputs& in, const std::vector<at::Tensor>& W, c
 std::string shape_reason(const ScanInputs& in, const std::vector<at::Tensor>& W, const std::vector<at::Tensor>& Bv,
                          KernelImpl impl) {
   if (impl == KernelImpl::cuda && !cuda_kernels_available()) return "CUDA kernels not available: " + cuda_kernels_status();
+  if (impl == KernelImpl::cpu_reference && !host_launchers().forward)
+    return "the CPU copy of the kernels is test code and was not handed over (set_cpu_reference_launchers)";
   for (const at::Tensor* t : {&in.XQ, &in.XK, &in.XV, &in.eta, &in.ln_weight, &in.ln_bias})
     if (!t->defined()) return "undefined scan input";
   if (in.XQ.dim() != 5) return "XQ must be [B, H, NC, b, d]";
@@ -161,6 +195,11 @@ void check_status(const K::KernelStatus& s, const char* what) {
 
 }  // namespace
 
+void set_cpu_reference_launchers(const HostScanLaunchers& launchers) {
+  std::lock_guard<std::mutex> lk(g_host_mu);
+  g_host = launchers;
+}
+
 std::string cuda_kernels_status() { return kernels::cuda_status(); }
 bool cuda_kernels_available() {
   // Cached: the backend is asked on every ttt_scan() call.
@@ -249,15 +288,16 @@ ScanOutputs run_forward(const ScanInputs& in, const std::vector<at::Tensor>& wei
                         const std::vector<at::Tensor>& biases, KernelImpl impl) {
   Prepared r = prepare(in, weights, biases, impl, false);
   if (impl == KernelImpl::cpu_reference) {
-    check_status(K::ttt_scan_forward_cpu(r.p), "ttt_scan_forward_cpu");
+    check_status(host_launchers().forward(r.p), "ttt scan forward (CPU copy)");
   } else {
 #ifdef MTT_HAVE_CUDA
-    if (!kernels::cuda_set_device(in.XQ.device().index())) check_status({2, "cudaSetDevice failed"}, "ttt scan");
-    // Default (legacy) stream: it orders with LibTorch's default current stream.
-    if (r.p.depth == 1)
-      check_status(K::ttt_linear_scan_forward(r.p, nullptr), "ttt_linear_scan_forward");
+    const K::TTTScanParams& p = r.p;
+    if (p.depth == 1)
+      check_status(on_device(in.XQ.device(), [&](void* st) { return K::ttt_linear_scan_forward(p, st); }),
+                   "ttt_linear_scan_forward");
     else
-      check_status(K::ttt_mlp_scan_forward(r.p, nullptr), "ttt_mlp_scan_forward");
+      check_status(on_device(in.XQ.device(), [&](void* st) { return K::ttt_mlp_scan_forward(p, st); }),
+                   "ttt_mlp_scan_forward");
 #else
     check_status({3, "built without CUDA"}, "ttt scan");
 #endif
@@ -320,11 +360,13 @@ std::optional<ScanGrads> kernel_scan_backward(const ScanInputs& in, const std::v
   g.dW_in[0] = out.dweights[0].data_ptr<float>();
   g.db_in[0] = out.dbiases[0].data_ptr<float>();
   if (impl == KernelImpl::cpu_reference) {
-    check_status(K::ttt_linear_scan_backward_cpu(r.p, g), "ttt_linear_scan_backward_cpu");
+    const HostScanLaunchers h = host_launchers();
+    if (!h.linear_backward) return std::nullopt;
+    check_status(h.linear_backward(r.p, g), "ttt linear scan backward (CPU copy)");
   } else {
 #ifdef MTT_HAVE_CUDA
-    if (!kernels::cuda_set_device(in.XQ.device().index())) check_status({2, "cudaSetDevice failed"}, "ttt scan");
-    check_status(K::ttt_linear_scan_backward(r.p, g, nullptr), "ttt_linear_scan_backward");
+    check_status(on_device(in.XQ.device(), [&](void* st) { return K::ttt_linear_scan_backward(r.p, g, st); }),
+                 "ttt_linear_scan_backward");
 #else
     return std::nullopt;
 #endif

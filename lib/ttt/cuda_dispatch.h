@@ -17,15 +17,25 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ttt_scan/params.h"
 #include "ttt/ttt_scan.h"
 
 namespace mtt::ttt {
 
 // Which implementation of the launcher API runs the scan.
 enum class KernelImpl {
-  cuda,           // the CUDA kernels (tensors on a CUDA device)
-  cpu_reference,  // kernels/ttt_scan_cpu_ref.cpp: the same algorithm and layouts in float loops
+  cuda,           // the CUDA kernels (tensors on a CUDA device, LibTorch's current stream)
+  cpu_reference,  // the kernels' CPU copy (kernels/ttt_scan/cpu_ref): the same algorithm and layouts
 };
+
+// The CPU copy of the kernel algorithm is test code, not part of this library: KernelImpl::
+// cpu_reference runs the host launchers that tests and benchmarks hand over here once (before their
+// first scan); until then kernel_unsupported_reason(..., cpu_reference) says so.
+struct HostScanLaunchers {
+  kernels::KernelStatus (*forward)(const kernels::TTTScanParams&) = nullptr;
+  kernels::KernelStatus (*linear_backward)(const kernels::TTTScanParams&, const kernels::TTTScanGradParams&) = nullptr;
+};
+void set_cpu_reference_launchers(const HostScanLaunchers& launchers);
 
 // One line: "built with CUDA kernels; 1 device(s)" / "built without CUDA ..." (for logs and skips).
 std::string cuda_kernels_status();

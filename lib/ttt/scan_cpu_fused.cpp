@@ -6,23 +6,18 @@
 // XK W_0 and, in the backward, one for each of dW_0 and [dXQ; dXK].
 #include "ttt/scan_cpu_fused.h"
 
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
+#include "ttt/big_buffer_cache.h"
+#include "ttt/head_pool.h"
 #include "ttt/scan_cpu_kernels.h"
 
 namespace mtt::ttt {
@@ -416,44 +411,6 @@ Prepared prepare(const at::Tensor& XQ, const at::Tensor& XK, const at::Tensor& X
   return r;
 }
 
-// Runs body(next) on at::get_num_threads() threads (the caller's included); next() hands out
-// (batch, head) indices one at a time (-1 when none is left). Plain std::threads: at::parallel_for
-// is header-only OpenMP and runs inline in a translation unit built without -fopenmp, as this one
-// is. Dynamic rather than static chunks: one head's scan is a long sequential job, and on a shared
-// machine a descheduled thread would otherwise hold back the whole call with its fixed share. Each
-// thread runs its BLAS calls single-threaded (MKL would otherwise start its own team per GEMM).
-template <typename Body>
-void for_each_head(int64_t BH, Body&& body) {
-  std::atomic<int64_t> counter{0};
-  auto next = [&]() -> int64_t {
-    const int64_t i = counter.fetch_add(1, std::memory_order_relaxed);
-    return i < BH ? i : -1;
-  };
-  const int64_t workers = std::min<int64_t>(BH, at::get_num_threads());
-  if (workers <= 1) {
-    body(next);  // one worker: BLAS may use LibTorch's threads itself
-    return;
-  }
-  K::NoOpenMpTeams no_teams;
-  std::vector<std::exception_ptr> errors(workers);
-  auto run = [&](int64_t t) {
-    try {
-      K::SingleThreadBlas single;
-      body(next);
-    } catch (...) {
-      errors[t] = std::current_exception();
-      counter.store(BH);  // stop handing out heads
-    }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (int64_t t = 1; t < workers; ++t) threads.emplace_back(run, t);
-  run(0);
-  for (auto& th : threads) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
-
 template <typename T>
 Ptrs<T> input_ptrs(const Prepared& P) {
   Ptrs<T> p;
@@ -592,52 +549,6 @@ void run_backward(const Prepared& P, const Ptrs<T>& p, const Saved& saved, const
   });
 }
 
-// The saved-slot buffer of the forward (gigabytes at Moshi sizes). Fresh anonymous memory costs the
-// kernel's page zeroing, as much as the GEMMs of the scan here, so the buffer of the last backward
-// is kept for the next forward (one buffer, the largest seen; cpu_fused_scan_release_cache() frees
-// it). (Transparent huge pages were tried: their first touch costs more here, compaction included.)
-struct Region {
-  void* raw = nullptr;
-  size_t len = 0;
-};
-std::mutex g_cache_mu;
-Region g_cache;
-
-void unmap(Region r) {
-  if (r.raw) ::munmap(r.raw, r.len);
-}
-
-void give_back(Region r) {
-  Region old;
-  {
-    std::lock_guard<std::mutex> lk(g_cache_mu);
-    if (r.len > g_cache.len) std::swap(r, g_cache);
-    old = r;
-  }
-  unmap(old);
-}
-
-at::Tensor big_buffer(at::IntArrayRef sizes, const at::TensorOptions& opt) {
-  int64_t numel = 1;
-  for (int64_t s : sizes) numel *= s;
-  const size_t bytes = static_cast<size_t>(numel) * opt.dtype().itemsize();
-  constexpr size_t kAlign = size_t(2) << 20;
-  if (bytes < 4 * kAlign) return at::empty(sizes, opt);
-  const size_t len = (bytes + kAlign - 1) / kAlign * kAlign + kAlign;
-  Region r;
-  {
-    std::lock_guard<std::mutex> lk(g_cache_mu);
-    if (g_cache.len >= len) std::swap(r, g_cache);
-  }
-  if (!r.raw) {
-    void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return at::empty(sizes, opt);
-    r = {raw, len};
-  }
-  const uintptr_t start = (reinterpret_cast<uintptr_t>(r.raw) + kAlign - 1) / kAlign * kAlign;
-  return at::from_blob(reinterpret_cast<void*>(start), sizes, [r](void*) { give_back(r); }, opt);
-}
-
 at::Tensor alloc_like_state(const Layout& L, int64_t k, bool bias, const at::TensorOptions& opt, int64_t B) {
   return bias ? at::empty({B, L.H, 1, L.m[k + 1]}, opt) : at::empty({B, L.H, L.m[k], L.m[k + 1]}, opt);
 }
@@ -662,7 +573,7 @@ ScanOutputs forward_outputs(const Prepared& P, bool record, Saved* saved) {
       const int64_t g = std::min(saved->group, L.NC);
       saved->boundaries = at::empty({L.BH, (L.NC + g - 1) / g, L.state}, opt);
     } else {
-      saved->slots = big_buffer({L.BH, L.NC, L.slot()}, opt);
+      saved->slots = cached_big_buffer({L.BH, L.NC, L.slot()}, opt);
     }
   }
   AT_DISPATCH_FLOATING_TYPES(P.dtype, "ttt_scan_cpu_fused", [&] {
@@ -778,14 +689,7 @@ bool needs_grad(const ScanInputs& in, const std::vector<at::Tensor>& W, const st
 
 }  // namespace
 
-void cpu_fused_scan_release_cache() {
-  Region r;
-  {
-    std::lock_guard<std::mutex> lk(g_cache_mu);
-    std::swap(r, g_cache);
-  }
-  unmap(r);
-}
+void cpu_fused_scan_release_cache() { release_big_buffer_cache(); }
 
 bool cpu_fused_scan_enabled() {
   const char* v = std::getenv("MTT_TTT_SCAN");

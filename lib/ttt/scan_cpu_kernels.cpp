@@ -8,6 +8,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/common/gelu.h"
+
 // Fortran BLAS of the MKL/OpenBLAS that LibTorch's wheel links and exports. Weak: a LibTorch
 // without them falls back to at::addmm_out on views.
 extern "C" {
@@ -37,10 +39,10 @@ namespace mtt::ttt::cpu {
 
 namespace {
 
-// sqrt(2/pi), 0.044715 and 3 * 0.044715 * sqrt(2/pi) as the references write them (§2 helpers).
-constexpr double kC = 0.79788456;
-constexpr double kA = 0.044715;
-constexpr double kC3 = 0.1070322243;
+// GELU constants (one definition for the kernels and lib/ttt: kernels/common/gelu.h).
+constexpr double kC = kernels::gelu_tanh::kC;
+constexpr double kA = kernels::gelu_tanh::kA;
+constexpr double kC3 = kernels::gelu_tanh::kC3;
 
 template <typename T>
 void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
@@ -100,7 +102,7 @@ void tanh_inplace(T* x, int64_t n) {
 
 namespace {
 
-// u = sqrt(2/pi) z (1 + 0.044715 z^2), the tanh argument (§2 helpers).
+// u = sqrt(2/pi) z (1 + a z^2), the tanh argument (§2 helpers).
 template <typename T>
 MTT_SIMD_CLONES void gelu_arg(const T* __restrict z, int64_t n, T* __restrict u) {
   const T c = static_cast<T>(kC), a = static_cast<T>(kA);

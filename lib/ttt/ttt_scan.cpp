@@ -10,15 +10,17 @@
 #include <utility>
 
 #include "core/error.h"
+#include "kernels/common/gelu.h"
 #include "ttt/scan_cpu_fused.h"
 
 namespace mtt::ttt {
 
 namespace {
 
-// sqrt(2/pi) and 3 * 0.044715 * sqrt(2/pi) as the references write them (§2 helpers).
-constexpr double kGeluC = 0.79788456;
-constexpr double kGeluC3 = 0.1070322243;
+// GELU constants (one definition for the kernels and lib/ttt: kernels/common/gelu.h).
+constexpr double kGeluC = kernels::gelu_tanh::kC;
+constexpr double kGeluA = kernels::gelu_tanh::kA;
+constexpr double kGeluC3 = kernels::gelu_tanh::kC3;
 
 at::Tensor head_param(const at::Tensor& p, const at::Tensor& like) {
   // [H, d] -> [1, H, 1, d] in the compute dtype (ttt_norm gamma/beta broadcast over tokens, §2.1).
@@ -34,21 +36,21 @@ std::vector<std::pair<std::string, ScanBackend>>& backends() {
 }  // namespace
 
 at::Tensor gelu_tanh(const at::Tensor& z) {
-  return 0.5 * z * (1.0 + at::tanh(kGeluC * (z + 0.044715 * z * z * z)));
+  return 0.5 * z * (1.0 + at::tanh(kGeluC * (z + kGeluA * z * z * z)));
 }
 
 at::Tensor gelu_tanh_bwd(const at::Tensor& z) {
-  // gelu'(z) = 1/2 (1 + t) + 1/2 z (1 - t^2)(c + 3 * 0.044715 c z^2), t = tanh(c z (1 + 0.044715 z^2)).
-  at::Tensor t = at::tanh(kGeluC * z * (1.0 + 0.044715 * z * z));
+  // gelu'(z) = 1/2 (1 + t) + 1/2 z (1 - t^2)(c + c3 z^2), t = tanh(c z (1 + a z^2)).
+  at::Tensor t = at::tanh(kGeluC * z * (1.0 + kGeluA * z * z));
   return 0.5 * z * ((1.0 - t * t) * (kGeluC + kGeluC3 * z * z)) + 0.5 * (1.0 + t);
 }
 
 namespace {
 
-// gelu(z) and gelu'(z) sharing one tanh (c (z + 0.044715 z^3) = c z (1 + 0.044715 z^2)).
+// gelu(z) and gelu'(z) sharing one tanh (c (z + a z^3) = c z (1 + a z^2)).
 std::pair<at::Tensor, at::Tensor> gelu_and_grad(const at::Tensor& z) {
   at::Tensor z2 = z * z;
-  at::Tensor t = at::tanh(kGeluC * z * (1.0 + 0.044715 * z2));
+  at::Tensor t = at::tanh(kGeluC * z * (1.0 + kGeluA * z2));
   at::Tensor half_1pt = 0.5 * (1.0 + t);
   at::Tensor g = z * half_1pt;
   at::Tensor dg = half_1pt + 0.5 * z * ((1.0 - t * t) * (kGeluC + kGeluC3 * z2));

@@ -13,7 +13,7 @@
 
 #include "infer/infer.h"
 #include "infer/models.h"
-#include "kernels/cuda_runtime_info.h"
+#include "kernels/common/cuda_runtime_info.h"
 #include "mimi/config.h"
 #include "moshi/lm.h"
 #include "nn/tensor_io.h"

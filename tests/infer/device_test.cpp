@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "infer/models.h"
-#include "kernels/cuda_runtime_info.h"
+#include "kernels/common/cuda_runtime_info.h"
 #include "mimi/config.h"
 #include "moshi/lm.h"
 #include "moshi/lmgen.h"

@@ -1,5 +1,5 @@
-// The kernels' algorithm (kernels/ttt_scan_algo.h) through the launcher API's CPU implementation,
-// reached via lib/ttt's dispatch (KernelImpl::cpu_reference): against the golden reference files
+// The kernels' algorithm (../algo.h) through the launcher API's CPU copy (../cpu_ref), reached via
+// lib/ttt's dispatch (KernelImpl::cpu_reference): against the golden reference files
 // (VDIT op and LMPT causal dual form, forward and gradients) and against the LibTorch path of lib/ttt
 // (ttt_scan_reference + autograd) on shapes the goldens do not cover.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 
+#include "kernels/ttt_scan/test/cpu_ref_launchers.h"
 #include "nn/tensor_io.h"
 #include "test_util.h"
 #include "ttt/cuda_dispatch.h"
@@ -267,6 +268,14 @@ TEST(Dispatch, DeclinesAndFallsBack) {
   EXPECT_TRUE(at::allclose(via_scan.XQW, ref.XQW, 1e-5, 1e-6));
 
   EXPECT_EQ(mtt::ttt::kernel_unsupported_reason(c.in, c.W, c.Bv, KernelImpl::cpu_reference), "");
+  // The CPU copy is test code outside the product library: without the hand-over the dispatch
+  // declines it and says why.
+  mtt::ttt::set_cpu_reference_launchers({});
+  EXPECT_NE(mtt::ttt::kernel_unsupported_reason(c.in, c.W, c.Bv, KernelImpl::cpu_reference).find("test code"),
+            std::string::npos);
+  EXPECT_FALSE(mtt::ttt::kernel_scan(c.in, c.W, c.Bv, KernelImpl::cpu_reference).has_value());
+  mtt::kernels::test::hand_cpu_copy_to_dispatch();
+  EXPECT_TRUE(mtt::ttt::kernel_scan(c.in, c.W, c.Bv, KernelImpl::cpu_reference).has_value());
   Case big = random_case(1, 1, 1, 8, 16, 1, 0, 32);
   big.in.XQ = at::randn({1, 1, 1, 80, 16});
   EXPECT_FALSE(mtt::ttt::kernel_unsupported_reason(big.in, big.W, big.Bv, KernelImpl::cpu_reference).empty());

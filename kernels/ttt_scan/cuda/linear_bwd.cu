@@ -1,6 +1,5 @@
-// TTT-Linear backward scan kernel. The algorithm is kernels/ttt_scan_algo.h (linear_backward_scan).
-#include "kernels/ttt_linear_scan_bwd.h"
-#include "kernels/ttt_scan_cuda.cuh"
+// TTT-Linear backward scan kernel. The algorithm is ../algo.h (linear_backward_scan).
+#include "kernels/ttt_scan/cuda/exec.cuh"
 
 namespace mtt::kernels {
 namespace cuda_impl {
@@ -22,12 +21,12 @@ KernelStatus ttt_linear_scan_backward(const TTTScanParams& p, const TTTScanGradP
     return {1, "backward: missing gradient pointer"};
   if (!p.workspace || p.workspace_bytes < ttt_scan_bwd_workspace_bytes(p)) return {1, "workspace missing or too small"};
   size_t budget = 0, smem = 0;
-  if (KernelStatus s = cuda_impl::smem_budget(budget); !s.ok()) return s;
+  if (KernelStatus s = cuda_impl::smem_budget(p, budget); !s.ok()) return s;
   const algo::Plan pl = algo::bwd_plan(p, budget);
   if (KernelStatus s = cuda_impl::prepare(cuda_impl::ttt_linear_scan_bwd_kernel, pl, smem); !s.ok()) return s;
   cuda_impl::ttt_linear_scan_bwd_kernel<<<p.B * p.H, cuda_impl::kThreads, smem, static_cast<cudaStream_t>(stream)>>>(
       p, g, pl);
-  if (cudaGetLastError() != cudaSuccess) return {2, "kernel launch failed"};
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return {2, cudaGetErrorString(e)};  // static strings
   return {};
 }
 }  // namespace mtt::kernels

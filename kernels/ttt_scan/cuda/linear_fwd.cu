@@ -1,6 +1,5 @@
-// TTT-Linear forward scan kernel (depth 1). The algorithm is kernels/ttt_scan_algo.h.
-#include "kernels/ttt_linear_scan.h"
-#include "kernels/ttt_scan_cuda.cuh"
+// TTT-Linear forward scan kernel (depth 1). The algorithm is ../algo.h.
+#include "kernels/ttt_scan/cuda/exec.cuh"
 
 namespace mtt::kernels {
 KernelStatus ttt_linear_scan_forward(const TTTScanParams& p, void* stream) {

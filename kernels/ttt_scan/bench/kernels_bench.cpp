@@ -2,8 +2,10 @@
 // on the same device: tokens/s and TFLOP/s for TTT-Linear and TTT-MLP at Moshi-like shapes
 // (H 32, d 128 and H 64, d 64; causal eta; spec ttt.md §9 for the FLOP counts).
 //   kernels_bench [--json] [--cpu] [--reps N] [--seq L]
-// Without a GPU it says so (and exits 0); --cpu then times the CPU reference of the launcher API
+// Without a GPU it says so (and exits 0); --cpu then times the kernels' CPU copy (../cpu_ref)
 // against the LibTorch CPU path on a small shape instead (a host-side figure, not a kernel figure).
+// The standalone check (../gpu_check, scripts/gpu_check_standalone.sh) times the kernels without
+// LibTorch, against the cuBLAS GEMM peak.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -13,7 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda_runtime_info.h"
+#include "kernels/common/cuda_runtime_info.h"
+#include "kernels/ttt_scan/test/cpu_ref_launchers.h"  // --cpu: the kernels' CPU copy (test code)
 #include "ttt/cuda_dispatch.h"
 #include "ttt/ttt_scan.h"
 

@@ -1,7 +1,7 @@
 // Host-side checks and sizing shared by the CUDA launchers and the CPU reference.
-#include "kernels/ttt_scan_params.h"
+#include "kernels/ttt_scan/params.h"
 
-#include "kernels/ttt_scan_algo.h"
+#include "kernels/ttt_scan/algo.h"
 
 namespace mtt::kernels {
 

@@ -1,6 +1,5 @@
-// TTT-MLP forward scan kernel (depth 2). The algorithm is kernels/ttt_scan_algo.h.
-#include "kernels/ttt_mlp_scan.h"
-#include "kernels/ttt_scan_cuda.cuh"
+// TTT-MLP forward scan kernel (depth 2). The algorithm is ../algo.h.
+#include "kernels/ttt_scan/cuda/exec.cuh"
 
 namespace mtt::kernels {
 KernelStatus ttt_mlp_scan_forward(const TTTScanParams& p, void* stream) {

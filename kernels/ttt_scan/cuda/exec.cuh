@@ -5,7 +5,8 @@
 #include <cuda_runtime.h>
 #include <mma.h>
 
-#include "kernels/ttt_scan_algo.h"
+#include "kernels/ttt_scan/algo.h"
+#include "kernels/ttt_scan/cuda/launch.h"
 
 namespace mtt::kernels::cuda_impl {
 
@@ -26,7 +27,7 @@ struct GpuExec {
 #endif
   }
 
-  // Same contract as CpuExec::mm (ttt_scan_cpu_ref.cpp); ends with a block barrier.
+  // Same contract as CpuExec::mm (../cpu_ref/scan_cpu_ref.cpp); ends with a block barrier.
   __host__ __device__ void mm(float* C, int ldc, const float* A, int lda, bool tA, const float* B, int ldb, bool tB,
                               int M, int N, int K, float alpha, bool acc) {
 #ifdef __CUDA_ARCH__
@@ -108,13 +109,20 @@ __global__ void __launch_bounds__(kThreads) ttt_scan_fwd_kernel(TTTScanParams p,
 __global__ void __launch_bounds__(kThreads) ttt_linear_scan_bwd_kernel(TTTScanParams p, TTTScanGradParams g,
                                                                       algo::Plan pl);
 
-// Shared-memory budget (floats) for the plan: the opt-in per-block maximum minus the staging tiles.
-inline KernelStatus smem_budget(size_t& floats) {
+// Shared-memory budget (floats) for the plan: the opt-in per-block maximum minus the staging tiles,
+// at most p.smem_cap_floats when that is set.
+inline KernelStatus smem_budget(const TTTScanParams& p, size_t& floats) {
   int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return {2, "cudaGetDevice failed (no device?)"};
-  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return {2, "cudaGetDevice failed (no device?)"};
+  }
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();
     return {2, "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin) failed"};
+  }
   floats = optin > static_cast<int>(kStageBytes) ? (size_t(optin) - kStageBytes) / sizeof(float) : 0;
+  if (p.smem_cap_floats >= 0 && size_t(p.smem_cap_floats) < floats) floats = size_t(p.smem_cap_floats);
   return {};
 }
 
@@ -123,8 +131,7 @@ inline KernelStatus prepare(Kernel kernel, const algo::Plan& pl, size_t& smem_by
   smem_bytes = kStageBytes + pl.smem_floats * sizeof(float);
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)) !=
       cudaSuccess) {
-    cudaGetLastError();
-    return {2, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize) failed"};
+    return {2, cudaGetErrorString(cudaGetLastError())};  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
   }
   return {};
 }
@@ -135,11 +142,11 @@ inline KernelStatus launch_forward(const TTTScanParams& p, void* stream) {
   if (p.depth != DEPTH) return {1, DEPTH == 1 ? "ttt_linear_scan_forward needs depth 1" : "ttt_mlp_scan_forward needs depth 2"};
   if (!p.workspace || p.workspace_bytes < ttt_scan_workspace_bytes(p)) return {1, "workspace missing or too small"};
   size_t budget = 0, smem = 0;
-  if (KernelStatus s = smem_budget(budget); !s.ok()) return s;
+  if (KernelStatus s = smem_budget(p, budget); !s.ok()) return s;
   const algo::Plan pl = algo::fwd_plan(p, budget);
   if (KernelStatus s = prepare(ttt_scan_fwd_kernel<DEPTH>, pl, smem); !s.ok()) return s;
   ttt_scan_fwd_kernel<DEPTH><<<p.B * p.H, kThreads, smem, static_cast<cudaStream_t>(stream)>>>(p, pl);
-  if (cudaGetLastError() != cudaSuccess) return {2, "kernel launch failed"};
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return {2, cudaGetErrorString(e)};  // static strings
   return {};
 }
 

@@ -1,7 +1,7 @@
 #pragma once
-// The TTT scan algorithm, written once for the CUDA kernels and for the CPU reference of the same
-// launcher API (ttt_scan_cpu_ref.cpp), so the algorithm, the buffer plan and the layouts that the
-// kernels run are unit-tested on machines without a GPU. Framework-free (no LibTorch).
+// The TTT scan algorithm, written once for the CUDA kernels (cuda/) and for their CPU copy (cpu_ref/,
+// test code), so the algorithm, the buffer plan and the layouts that the kernels run are tested on
+// machines without a GPU. Framework-free (no LibTorch).
 //
 // An `Exec` supplies the parallelism: tid/nt (this thread and the thread count of the block; 0/1 on
 // the CPU), sync() (__syncthreads / nothing) and mm() (a block-wide GEMM: SIMT fp32 or bf16 tensor
@@ -21,7 +21,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/ttt_scan_params.h"
+#include "kernels/common/gelu.h"
+#include "kernels/ttt_scan/params.h"
 
 #if defined(__CUDACC__)
 #define MTT_FN __host__ __device__ inline
@@ -57,11 +58,16 @@ MTT_FN void store_io(void* p, IoType io, size_t i, float v) {
     static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
 }
 
-// ---- GELU, tanh approximation (spec §2 helpers; constants as the references write them) ----
-MTT_FN float gelu(float z) { return 0.5f * z * (1.0f + tanhf(0.79788456f * (z + 0.044715f * z * z * z))); }
+// ---- GELU, tanh approximation (kernels/common/gelu.h) ----
+inline constexpr float kGeluC = static_cast<float>(gelu_tanh::kC);
+inline constexpr float kGeluA = static_cast<float>(gelu_tanh::kA);
+inline constexpr float kGeluC3 = static_cast<float>(gelu_tanh::kC3);
+// The float constants the kernels were validated with (written as float literals before).
+static_assert(kGeluC == 0.79788456f && kGeluA == 0.044715f && kGeluC3 == 0.1070322243f, "GELU constants changed");
+MTT_FN float gelu(float z) { return 0.5f * z * (1.0f + tanhf(kGeluC * (z + kGeluA * z * z * z))); }
 MTT_FN float gelu_bwd(float z) {
-  float t = tanhf(0.79788456f * z * (1.0f + 0.044715f * z * z));
-  return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * (0.79788456f + 0.1070322243f * z * z);
+  float t = tanhf(kGeluC * z * (1.0f + kGeluA * z * z));
+  return 0.5f * (1.0f + t) + 0.5f * z * (1.0f - t * t) * (kGeluC + kGeluC3 * z * z);
 }
 
 // ---- buffer plan: the same on host (sizing) and device (carving) ----

@@ -6,13 +6,11 @@
 #include <cstdlib>
 #include <string>
 
-#include "kernels/cuda_runtime_info.h"
-#include "kernels/ttt_scan_params.h"
+#include "kernels/common/cuda_runtime_info.h"
+#include "kernels/ttt_scan/params.h"
 #include "ttt/cuda_dispatch.h"
 #ifdef MTT_HAVE_CUDA
-#include "kernels/ttt_linear_scan.h"
-#include "kernels/ttt_linear_scan_bwd.h"
-#include "kernels/ttt_mlp_scan.h"
+#include "kernels/ttt_scan/cuda/launch.h"
 #endif
 
 namespace K = mtt::kernels;
@@ -30,6 +28,31 @@ TEST(KernelsBuild, StatusMatchesBuild) {
   EXPECT_EQ(mtt::ttt::cuda_kernels_status(), s);
   EXPECT_EQ(mtt::ttt::cuda_kernels_available(),
             !std::getenv("MTT_DISABLE_CUDA_KERNELS") && K::built_with_cuda() && K::cuda_device_count() > 0);
+}
+
+// The device scope restores the caller's device; without a device it reports that it could not set one.
+TEST(KernelsBuild, DeviceScopeRestoresTheDevice) {
+  const int n = K::cuda_device_count();
+  const int before = K::cuda_current_device();
+  {
+    K::CudaDeviceScope scope(0);
+    EXPECT_EQ(scope.ok(), n > 0);
+    if (n > 0) {
+      EXPECT_EQ(K::cuda_current_device(), 0);
+    }
+  }
+  EXPECT_EQ(K::cuda_current_device(), before);
+  K::CudaDeviceScope none(n + 3);  // no such device
+  EXPECT_FALSE(none.ok());
+  if (n > 1) {
+    ASSERT_TRUE(K::cuda_set_device(0));
+    {
+      K::CudaDeviceScope scope(n - 1);
+      EXPECT_TRUE(scope.ok());
+      EXPECT_EQ(K::cuda_current_device(), n - 1);
+    }
+    EXPECT_EQ(K::cuda_current_device(), 0);
+  }
 }
 
 K::TTTScanParams dummy_params(int depth, int d, int b) {

@@ -1,7 +1,7 @@
 #pragma once
-// Parameters shared by the TTT scan launchers (CUDA: ttt_linear_scan.h, ttt_mlp_scan.h,
-// ttt_linear_scan_bwd.h; CPU: ttt_scan_cpu_ref.h). Framework-free: raw pointers, sizes, plain enums
-// (design/architecture.md "Kernels stay framework-free"). All arrays are contiguous, row-major.
+// Parameters shared by the TTT scan launchers (CUDA: cuda/launch.h; their CPU copy, test code:
+// cpu_ref/scan_cpu_ref.h). Framework-free: raw pointers, sizes, plain enums (design/architecture.md
+// "Kernels stay framework-free"). All arrays are contiguous, row-major.
 //
 // Shapes (spec ttt.md notation): B batch, H heads, NC mini-batches, b mini-batch size, d head dim,
 // hidden = TTT-MLP hidden width (4d). depth 1 = TTT-Linear (W1 [d,d]), depth 2 = TTT-MLP
@@ -49,6 +49,10 @@ struct TTTScanParams {
   float* checkpoints = nullptr;
 
   bool tensor_cores = true;  // CUDA: bf16 MMA with fp32 accumulation where the shape allows (sm_80+)
+  // Testing: caps the shared memory the buffer plan may use, in floats (< 0: the device's limit),
+  // so that small shapes also run with their state and tiles in the global workspace. The results
+  // do not depend on it; the workspace sizes above already cover a zero budget.
+  long long smem_cap_floats = -1;
 
   // Device (CUDA) or host (CPU reference) scratch of ttt_scan_workspace_bytes() bytes; the CPU
   // reference allocates its own when null.

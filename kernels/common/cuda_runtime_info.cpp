@@ -1,4 +1,4 @@
-#include "kernels/cuda_runtime_info.h"
+#include "kernels/common/cuda_runtime_info.h"
 
 #ifdef MTT_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -41,6 +41,30 @@ bool cuda_set_device(int index) {
   (void)index;
   return false;
 #endif
+}
+
+int cuda_current_device() {
+#ifdef MTT_HAVE_CUDA
+  int d = -1;
+  if (cudaGetDevice(&d) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return d;
+#else
+  return -1;
+#endif
+}
+
+CudaDeviceScope::CudaDeviceScope(int index) {
+  prev_ = cuda_current_device();
+  if (prev_ < 0) return;
+  ok_ = prev_ == index || cuda_set_device(index);
+  if (!ok_) cuda_last_error();  // clear it: the caller reports ok() == false
+}
+
+CudaDeviceScope::~CudaDeviceScope() {
+  if (ok_ && cuda_current_device() != prev_) cuda_set_device(prev_);
 }
 
 bool cuda_synchronize() {
