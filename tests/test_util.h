@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +17,34 @@ inline std::filesystem::path shared_dir() {
 }
 inline std::filesystem::path golden_dir() { return shared_dir() / "golden"; }
 inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures"; }
+// Folders of golden files every golden test runs: shared/golden/{ttt,moshi}, the committed variants
+// (tests/fixtures/golden_variants: other seeds and odd shapes from the reference code) and any
+// folders in MTT_GOLDEN_DIRS (':'-separated), so a further set runs through the same tests.
+inline std::vector<std::filesystem::path> golden_test_dirs() {
+  std::vector<std::filesystem::path> dirs = {golden_dir() / "ttt", golden_dir() / "moshi",
+                                             fixtures_dir() / "golden_variants"};
+  if (const char* extra = std::getenv("MTT_GOLDEN_DIRS")) {
+    std::string s = extra;
+    size_t b = 0;
+    while (b <= s.size()) {
+      size_t e = s.find(':', b);
+      if (e == std::string::npos) e = s.size();
+      if (e > b) dirs.emplace_back(s.substr(b, e - b));
+      b = e + 1;
+    }
+  }
+  return dirs;
+}
 inline std::filesystem::path app_path(const std::string& name) {
   return std::filesystem::path(MTT_BINARY_DIR) / "bin" / name;
+}
+
+// scripts/test.sh exports MTT_REQUIRE_REFERENCE=1 when the PyPI moshi reference is required (CI,
+// and any run without the MTT_ALLOW_NO_REFERENCE=1 opt-out): a parity test that cannot reach the
+// reference must then fail, not skip, or a green run could carry no upstream parity at all.
+inline bool reference_required() {
+  const char* v = std::getenv("MTT_REQUIRE_REFERENCE");
+  return v != nullptr && std::string(v) == "1";
 }
 
 // A fresh directory under the system temp dir, removed at scope exit.
@@ -65,3 +92,13 @@ inline CommandResult run_command(const std::string& cmd) {
 }
 
 }  // namespace mtt::test
+
+// In a gtest body or void helper: skip with `why`, or fail when the reference is required.
+#define MTT_REFERENCE_UNAVAILABLE(why)                                                 \
+  do {                                                                                 \
+    if (::mtt::test::reference_required()) {                                           \
+      FAIL() << "the PyPI reference is required (MTT_REQUIRE_REFERENCE=1): " << (why); \
+    } else {                                                                           \
+      GTEST_SKIP() << (why);                                                           \
+    }                                                                                  \
+  } while (0)

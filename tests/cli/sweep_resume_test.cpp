@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -30,8 +32,41 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// Starts ttt-sweep and kills it with SIGKILL after `ms` milliseconds (if still running).
-void run_and_kill(const std::vector<std::string>& args, int ms) {
+struct RunsOnDisk {
+  int results = 0;     // run dirs with result.json
+  int incomplete = 0;  // run dirs without one (a point whose run was cut off)
+  int started = 0;     // of those, the ones (re)started at or after `since`
+};
+
+RunsOnDisk runs_on_disk(const fs::path& out, fs::file_time_type since = fs::file_time_type::min()) {
+  RunsOnDisk r;
+  std::error_code ec;
+  for (fs::directory_iterator it(out / "runs", ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code e2;
+    if (!it->is_directory(e2)) continue;
+    if (fs::exists(it->path() / "result.json", e2)) {
+      ++r.results;
+      continue;
+    }
+    ++r.incomplete;
+    auto t = fs::last_write_time(it->path() / "config.json", e2);
+    if (!e2 && t >= since) ++r.started;
+  }
+  return r;
+}
+
+struct KillOutcome {
+  bool killed = false;  // still running when the signal was sent (it did not finish on its own)
+  RunsOnDisk after;     // `started`: points this run had begun and not finished
+};
+
+// Starts ttt-sweep, lets it complete `complete_first` grid points, and SIGKILLs it `ms`
+// milliseconds after it has begun the next one (it wrote the point's config.json and no
+// result.json yet), so that the kill lands inside the sweep's work. A run dir left incomplete by an
+// earlier kill does not count as begun: the sweep redoes it from scratch.
+KillOutcome run_and_kill(const std::vector<std::string>& args, const fs::path& out, int ms, int complete_first) {
+  const auto since = fs::file_time_type::clock::now();
+  const int results_at_start = runs_on_disk(out).results;
   pid_t pid = fork();
   if (pid == 0) {
     std::vector<char*> argv;
@@ -43,14 +78,28 @@ void run_and_kill(const std::vector<std::string>& args, int ms) {
     execv(argv[0], argv.data());
     _exit(127);
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  KillOutcome k;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (waitpid(pid, &status, WNOHANG) == pid) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while (true) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      k.after = runs_on_disk(out, since);
+      return k;  // finished (or failed) on its own: not an interruption
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!deadline) {
+      const RunsOnDisk d = runs_on_disk(out, since);
+      if (d.started > 0 && d.results >= results_at_start + complete_first) deadline = now + std::chrono::milliseconds(ms);
+    }
+    if ((deadline && now >= *deadline) || now >= give_up) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   kill(pid, SIGKILL);
   waitpid(pid, &status, 0);
+  k.killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+  k.after = runs_on_disk(out, since);
+  return k;
 }
 
 TEST(SweepCli, KilledAndResumedEqualsUninterrupted) {
@@ -59,17 +108,34 @@ TEST(SweepCli, KilledAndResumedEqualsUninterrupted) {
   const std::string spec = (mtt::test::source_dir() / "tests/fixtures/sweep/resume.yaml").string();
   auto whole = run_command(exe + " run " + spec + " --out " + (dir / "whole").string() + " --no-progress --json");
   ASSERT_EQ(whole.status, 0) << whole.err;
+  const int points = runs_on_disk(dir / "whole").results;
+  ASSERT_EQ(points, 12);
 
-  const std::string out = (dir / "killed").string();
+  const fs::path out = dir / "killed";
   std::mt19937 rng(12345);
-  std::uniform_int_distribution<int> delay(100, 2500);
-  int kills = 0;
-  for (int i = 0; i < 14; ++i) {
-    run_and_kill({exe, "run", spec, "--out", out, "--resume", "--no-progress"}, delay(rng));
-    ++kills;
+  std::uniform_int_distribution<int> delay(0, 3), complete_first(0, 2);
+  // Only kills that interrupt a sweep with work left count; a kill that lands mid-point leaves a
+  // run dir without result.json, which the resume must discard and redo.
+  int interrupted = 0, mid_point = 0;
+  for (int i = 0; i < 40 && interrupted < 10; ++i) {
+    // Most runs are cut inside their first point, some after finishing one (a resume that must
+    // keep earlier results and redo the cut point).
+    const int first = complete_first(rng) == 2 ? 1 : 0;
+    KillOutcome k = run_and_kill({exe, "run", spec, "--out", out.string(), "--resume", "--no-progress", "--jobs", "1"},
+                                 out, delay(rng), first);
+    if (k.after.results >= points) break;  // the sweep finished: nothing left to interrupt
+    if (!k.killed) continue;
+    ++interrupted;
+    mid_point += k.after.started > 0;
   }
-  EXPECT_GE(kills, 10);
-  auto fin = run_command(exe + " run " + spec + " --out " + out + " --resume --no-progress --json");
+  EXPECT_GE(interrupted, 10);
+  EXPECT_GE(mid_point, 1) << "no kill landed inside a grid point's run";
+  const RunsOnDisk before = runs_on_disk(out);
+  std::printf("[resume] %d kills interrupted work (%d inside a grid point); %d of %d results on disk before the resume\n",
+              interrupted, mid_point, before.results, points);
+  ASSERT_LT(before.results, points) << "the kills left nothing for the resume to do";
+  EXPECT_GT(before.results, 0) << "no run completed a point before its kill: the resume reuses nothing";
+  auto fin = run_command(exe + " run " + spec + " --out " + out.string() + " --resume --no-progress --json");
   ASSERT_EQ(fin.status, 0) << fin.err;
 
   // Exactly one complete result per grid point, no temporaries left, same summary.
@@ -80,8 +146,9 @@ TEST(SweepCli, KilledAndResumedEqualsUninterrupted) {
     if (name == "result.json") ++results;
   }
   EXPECT_EQ(results, 12u);
-  EXPECT_EQ(slurp(fs::path(out) / "summary.csv"), slurp(dir / "whole" / "summary.csv"));
-  auto v1 = nlohmann::json::parse(slurp(fs::path(out) / "verdict.json"));
+  EXPECT_EQ(runs_on_disk(out).incomplete, 0);
+  EXPECT_EQ(slurp(out / "summary.csv"), slurp(dir / "whole" / "summary.csv"));
+  auto v1 = nlohmann::json::parse(slurp(out / "verdict.json"));
   auto v2 = nlohmann::json::parse(slurp(dir / "whole" / "verdict.json"));
   EXPECT_EQ(v1, v2);
 }

@@ -425,20 +425,4 @@ TEST_P(GradCheck, DirectionalFiniteDifferencesMatchAutograd) {
 INSTANTIATE_TEST_SUITE_P(Variants, GradCheck, ::testing::ValuesIn(grad_cases()),
                          [](const ::testing::TestParamInfo<GradCase>& i) { return i.param.name; });
 
-TEST(GoldenCli, PrintsJsonForAGoldenFile) {
-  auto app = mtt::test::app_path("ttt-golden");
-  auto file = mtt::test::golden_dir() / "ttt" / "vdit_ttt_linear_op.safetensors";
-  if (!std::filesystem::exists(app)) GTEST_SKIP() << "ttt-golden not built: " << app;
-  if (!std::filesystem::exists(file)) GTEST_SKIP() << "golden file missing";
-  auto r = mtt::test::run_command(app.string() + " --dtype f64 " + file.string());
-  ASSERT_EQ(r.status, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
-  ASSERT_EQ(j.size(), 1u);
-  EXPECT_EQ(j[0]["case"], "vdit_ttt_linear_op");
-  EXPECT_TRUE(j[0]["pass"].get<bool>());
-  EXPECT_GT(j[0]["tensors"].size(), 5u);
-  auto bad = mtt::test::run_command(app.string() + " " + (mtt::test::golden_dir() / "ttt" / "ssm_gating.safetensors").string());
-  EXPECT_EQ(bad.status, 2);
-}
-
 }  // namespace
