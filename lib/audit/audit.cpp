@@ -99,9 +99,17 @@ Report run_audit(const AuditOptions& opt) {
                 " are bit-identical to the base checkpoint while their module moved");
   if (rep.dead_paths.dead)
     P.push_back(count_line(rep.dead_paths.dead, "dead gradient paths") + " (every factor of a product exactly zero)");
-  if (inv.nan || inv.inf)
+  if (inv.nan || inv.inf) {
+    std::string where;
+    for (std::size_t i = 0; i < inv.nonfinite.size() && i < 3; ++i) {
+      const auto& n = inv.nonfinite[i];
+      where += (i ? "; " : "") + n.name + " (" + std::to_string(n.nan) + " NaN, " + std::to_string(n.inf) +
+               " Inf, first at flat index " + std::to_string(n.first_index) + ")";
+    }
+    if (inv.nonfinite.size() > 3) where += "; and " + std::to_string(inv.nonfinite.size() - 3) + " more";
     P.push_back(std::to_string(inv.nan) + " NaN and " + std::to_string(inv.inf) + " Inf values in " +
-                count_line(inv.nonfinite_tensors.size(), "tensors"));
+                count_line(inv.nonfinite_tensors.size(), "tensors") + ": " + where);
+  }
   if (!inv.shape_mismatches.empty())
     P.push_back(count_line(inv.shape_mismatches.size(), "tensors") + " with a shape other than the model declares");
   if (!inv.duplicate_mismatches.empty())
