@@ -4,22 +4,49 @@
 // anything else is a bug in the library: one line, exit 70.
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <functional>
+#include <iostream>
 
 #include "core/error.h"
 
 namespace mtt::app {
 
+// Standard output that could not be written (`> /dev/full`, a full disk, a closed pipe) is an
+// error like any other output's, not a silent success: one line naming it, exit 2.
+inline int check_stdout(const char* name, int status) {
+  // A write that failed earlier (a full buffer flushed mid-run) left its errno, unless another
+  // failure came after it: only a write error is taken from there.
+  const int earlier = errno;
+  std::cout.flush();
+  errno = 0;
+  const bool flush_failed = std::fflush(stdout) != 0;
+  int err = flush_failed ? errno : 0;
+  if (!flush_failed && !std::ferror(stdout) && std::cout) return status;
+  if (!err && (earlier == ENOSPC || earlier == EIO || earlier == EFBIG || earlier == EDQUOT || earlier == EPIPE))
+    err = earlier;
+  std::fprintf(stderr, "%s: %s\n", name,
+               format_error_line("<stdout>", "", std::string("write failed: ") +
+                                                     (err ? std::strerror(err) : "output lost (device error or disk full)"))
+                   .c_str());
+  return status == kExitOk || status == kExitFindings ? kExitInput : status;
+}
+
 inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std::function<int()>& body,
                const std::function<void(const Error&)>& on_error = {}) {
+  // An output over RLIMIT_FSIZE is a write error (EFBIG) to report, not a core dump; SIGPIPE on
+  // stdout stays as it is (`| head` ends the app quietly, as for any Unix tool).
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return cli.exit(e) == 0 ? kExitOk : kExitUsage;
+    return check_stdout(name, cli.exit(e) == 0 ? kExitOk : kExitUsage);
   }
   try {
-    return body();
+    return check_stdout(name, body());
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: %s\n", name, e.what());
     if (on_error) on_error(e);

@@ -16,11 +16,13 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <thread>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "audit/audit.h"
+#include "audit/stats.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "moshi/schema.h"
@@ -211,7 +213,10 @@ int main(int argc, char** argv) {
         {"sequential_read", {{"seconds", read.audit_seconds}, {"gb_per_s", gbps(read.audit_seconds)}, {"max_rss_mb", read.max_rss_kb / 1024.0}}},
         {"audit_cold", {{"seconds", cold.audit_seconds}, {"gb_per_s", gbps(cold.audit_seconds)}, {"max_rss_mb", cold.max_rss_kb / 1024.0}, {"exit_status", cold.status}, {"problem_kinds", cold.problems}}},
         {"audit_warm", {{"seconds", warm.audit_seconds}, {"gb_per_s", gbps(warm.audit_seconds)}, {"max_rss_mb", warm.max_rss_kb / 1024.0}, {"exit_status", warm.status}}},
-        {"rss_bound_note", "stats stream 64 MiB chunks and release their pages: RSS ~ largest chunk + runtime"}};
+        {"stats_threads", std::thread::hardware_concurrency()},
+        {"simd_kernel", mtt::audit::stats_simd_available()},
+        {"rss_bound_note", "stats stream 1 MiB blocks on every core with 64 MiB read-ahead (MADV_WILLNEED, not "
+                           "mapped) and release their pages: RSS ~ runtime + a few blocks"}};
     if (json) {
       std::cout << j.dump(2) << "\n";
     } else {

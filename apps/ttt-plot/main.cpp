@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
     }
     if (*s_cmd) {
       so.title = s_c.title;
-      return write(pl::sweep_figure(pl::read_summary(s_in), so), s_c);
+      // Only the plotted columns are held: a summary of 10^6 points stays small.
+      return write(pl::sweep_figure(pl::read_summary(s_in, {so.x, so.y, so.hue}), so), s_c);
     }
     if (*m_cmd) {
       mo.title = m_c.title;

@@ -101,26 +101,46 @@ Report run_audit(const AuditOptions& opt) {
   }
   rep.layer_filter = parse_layer_list(opt.layers, static_cast<int>(inf.config.num_layers));
 
-  // One streaming pass in file order (sequential reads of the mmap), statistics in fp64.
+  // One streaming pass per file in file order, statistics in fp64 on all cores (audit/stats.h).
   StatsMap stats;
   CompareMap cmp;
   uint64_t not_in_base = 0;
   Progress prog("ttt-inspect", ck.total_bytes(), opt.progress);
+  uint64_t before = 0;
   for (const auto& file : ck.files()) {
+    std::vector<StatsJob> jobs;
     for (const auto& info : file->tensors()) {
-      const io::TensorView v = file->view(info);
-      stats.emplace(info.name, tensor_stats(v));
-      rep.bytes_scanned += info.nbytes();
+      StatsJob job{file->view(info), std::nullopt};
       if (base) {
-        if (auto bv = find_in_base(*base, info.name)) {
-          cmp.emplace(info.name, compare_tensors(v, *bv));
-          rep.bytes_scanned += bv->nbytes();
-        } else {
-          ++not_in_base;
-        }
+        if (auto bv = find_in_base(*base, info.name)) job.base = *bv;
+        else ++not_in_base;
       }
-      prog.advance(info.nbytes());
+      jobs.push_back(std::move(job));
     }
+    StatsPassOptions so;
+    so.threads = opt.threads;
+    uint64_t file_bytes = 0, all_bytes = 0;
+    for (const auto& j : jobs) {
+      file_bytes += j.view.nbytes();
+      all_bytes += j.view.nbytes() + (j.base ? j.base->nbytes() : 0);
+    }
+    // The bar counts checkpoint bytes; base bytes read alongside are scaled out.
+    so.progress = [&, file_bytes, all_bytes](uint64_t done) {
+      const double f = all_bytes ? static_cast<double>(file_bytes) / static_cast<double>(all_bytes) : 1.0;
+      prog.set(before + std::min(file_bytes, static_cast<uint64_t>(static_cast<double>(done) * f)));
+    };
+    auto results = stats_pass(jobs, so);
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      const auto& info = *jobs[i].view.info;
+      rep.bytes_scanned += info.nbytes();
+      if (results[i].compare) {
+        cmp.emplace(info.name, *results[i].compare);
+        rep.bytes_scanned += jobs[i].base->nbytes();
+      }
+      stats.emplace(info.name, std::move(results[i].stats));
+    }
+    before += file_bytes;
+    prog.set(before);
   }
   prog.finish();
 
@@ -148,9 +168,17 @@ Report run_audit(const AuditOptions& opt) {
                 " are bit-identical to the base checkpoint while their module moved");
   if (rep.dead_paths.dead)
     P.push_back(count_line(rep.dead_paths.dead, "dead gradient paths") + " (every factor of a product exactly zero)");
-  if (inv.nan || inv.inf)
+  if (inv.nan || inv.inf) {
+    std::string where;
+    for (std::size_t i = 0; i < inv.nonfinite.size() && i < 3; ++i) {
+      const auto& n = inv.nonfinite[i];
+      where += (i ? "; " : "") + n.name + " (" + std::to_string(n.nan) + " NaN, " + std::to_string(n.inf) +
+               " Inf, first at flat index " + std::to_string(n.first_index) + ")";
+    }
+    if (inv.nonfinite.size() > 3) where += "; and " + std::to_string(inv.nonfinite.size() - 3) + " more";
     P.push_back(std::to_string(inv.nan) + " NaN and " + std::to_string(inv.inf) + " Inf values in " +
-                count_line(inv.nonfinite_tensors.size(), "tensors"));
+                count_line(inv.nonfinite_tensors.size(), "tensors") + ": " + where);
+  }
   if (!inv.shape_mismatches.empty())
     P.push_back(count_line(inv.shape_mismatches.size(), "tensors") + " with a shape other than the model declares");
   if (!inv.duplicate_mismatches.empty())

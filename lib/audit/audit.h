@@ -14,6 +14,7 @@ struct AuditOptions {
   std::string base;         // --base: compare against this (base or init) checkpoint
   std::string layers;       // --layers: "29,30,31" | all | middle | none; empty = all
   bool progress = false;    // progress bar on stderr
+  int threads = 0;          // statistics threads; 0: one per core
 };
 
 // Throws mtt::Error (kind Input) when the checkpoint or base cannot be read or is not a Moshi /

@@ -46,7 +46,19 @@ Inventory make_inventory(const io::Checkpoint& ck, const InferredConfig& inf, co
     ++v.dtypes[dtype_name(st.dtype)];
     v.nan += st.nan;
     v.inf += st.inf;
-    if (st.nan || st.inf) v.nonfinite_tensors.push_back(name);
+    if (st.nan || st.inf) {
+      v.nonfinite_tensors.push_back(name);
+      NonFiniteTensor nf{name, st.nan, st.inf, st.first_nonfinite(), st.first_nan, st.first_inf, {}};
+      // Row-major: the last dimension varies fastest.
+      int64_t rest = nf.first_index;
+      nf.first_position.assign(st.shape.size(), 0);
+      for (std::size_t d = st.shape.size(); d-- > 0;) {
+        if (st.shape[d] <= 0) break;
+        nf.first_position[d] = rest % st.shape[d];
+        rest /= st.shape[d];
+      }
+      v.nonfinite.push_back(std::move(nf));
+    }
     if (!d) {
       v.undeclared.push_back(name);
       continue;

@@ -123,6 +123,18 @@ std::string render_table(const Report& r) {
     << ")\n  dtypes:";
   for (const auto& [d, n] : inv.dtypes) o << " " << d << " " << n;
   o << "; NaN " << inv.nan << ", Inf " << inv.inf << "\n";
+  if (!inv.nonfinite.empty()) {
+    names.clear();
+    for (const auto& n : inv.nonfinite) names.push_back(n.name);
+    const std::size_t w = width_of(names, 10);
+    o << "  non-finite values:\n";
+    o << "    " << pad("key", w) << pad("NaN", 12, true) << pad("Inf", 12, true) << pad("first at", 14, true)
+      << "  index\n";
+    for (const auto& n : inv.nonfinite)
+      o << "    " << pad(n.name, w) << pad(grouped(n.nan), 12, true) << pad(grouped(n.inf), 12, true)
+        << pad(std::to_string(n.first_index), 14, true) << "  " << shape_str(n.first_position) << " ("
+        << (n.first_index == n.first_nan ? "NaN" : "Inf") << ")\n";
+  }
   for (const auto& m : inv.shape_mismatches)
     o << "  shape mismatch: " << m.name << " " << shape_str(m.found) << ", model declares " << shape_str(m.expected) << "\n";
 
@@ -219,6 +231,12 @@ nlohmann::json to_json(const Report& r) {
     modules.push_back({{"module", m.module}, {"tensors", m.tensors}, {"params", m.params}, {"bytes", m.bytes}});
   json mism = json::array();
   for (const auto& m : inv.shape_mismatches) mism.push_back({{"name", m.name}, {"expected", m.expected}, {"found", m.found}});
+  json nonfinite = json::array();
+  auto index_or_null = [](int64_t i) { return i < 0 ? json(nullptr) : json(i); };
+  for (const auto& n : inv.nonfinite)
+    nonfinite.push_back({{"name", n.name}, {"nan", n.nan}, {"inf", n.inf}, {"first_index", n.first_index},
+                         {"first_position", n.first_position}, {"first_nan_index", index_or_null(n.first_nan)},
+                         {"first_inf_index", index_or_null(n.first_inf)}});
   json config = json::parse(moshi::schema_config_to_json(inv.config));
   json j;
   j["schema_version"] = kReportSchemaVersion;
@@ -244,6 +262,7 @@ nlohmann::json to_json(const Report& r) {
                     {"nan", inv.nan},
                     {"inf", inv.inf},
                     {"nonfinite_tensors", inv.nonfinite_tensors},
+                    {"nonfinite", nonfinite},
                     {"modules", modules}};
   json ue = json::array();
   for (const auto& e : r.unused.entries)

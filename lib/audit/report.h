@@ -21,6 +21,15 @@ struct ShapeMismatch {
   std::vector<int64_t> expected, found;
 };
 
+// A tensor holding NaN or Inf values, and where the first one is.
+struct NonFiniteTensor {
+  std::string name;
+  uint64_t nan = 0, inf = 0;
+  int64_t first_index = -1;              // flat (row-major) index of the first NaN or Inf
+  int64_t first_nan = -1, first_inf = -1;  // flat indices, -1: none of that kind
+  std::vector<int64_t> first_position;   // first_index as an index per dimension
+};
+
 // 1. Inventory: what the checkpoint is and holds.
 struct Inventory {
   std::string checkpoint;      // path as given
@@ -43,6 +52,7 @@ struct Inventory {
   std::map<std::string, uint64_t> dtypes;         // dtype name -> tensors
   uint64_t nan = 0, inf = 0;
   std::vector<std::string> nonfinite_tensors;
+  std::vector<NonFiniteTensor> nonfinite;  // the same tensors, with counts and first indices
 };
 
 // 2. Unused parameters: checkpoint keys the model's forward never reads for this configuration.

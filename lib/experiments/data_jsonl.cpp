@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/output_set.h"
 #include "io/audio.h"
 #include "nn/tensor_io.h"
 
@@ -102,7 +103,7 @@ std::string cache_path(const std::string& cache_dir, const std::string& wav, con
 
 JsonlDataset::JsonlDataset(const std::string& jsonl_path, const mimi::MimiModel& codec, const JsonlDatasetOptions& opt)
     : entries_(read_finetune_jsonl(jsonl_path)), window_(opt.window) {
-  if (!opt.cache_dir.empty()) fs::create_directories(opt.cache_dir);
+  if (!opt.cache_dir.empty()) make_output_dir(opt.cache_dir, "--codes-cache");
   const int K = codec.config().num_codebooks;
   for (const auto& e : entries_) {
     if (!fs::exists(e.path))

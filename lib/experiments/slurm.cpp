@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "core/atomic_file.h"
+#include "core/output_set.h"
 #include "core/error.h"
 #include "experiments/grid.h"
 
@@ -104,12 +105,16 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
 
 std::pair<std::string, std::string> write_slurm_scripts(const SlurmScripts& s, const std::string& out_dir) {
   fs::path dir = fs::path(out_dir) / "slurm";
-  fs::create_directories(dir / "logs");
+  make_output_dir((dir / "logs").string(), "--out");
   std::string a = (dir / "array.sbatch").string(), m = (dir / "summarize.sbatch").string();
-  write_file_atomic(a, s.array_script);
-  write_file_atomic(m, s.summary_script);
-  fs::permissions(a, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
-  fs::permissions(m, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+  OutputSet outputs;  // both scripts or neither
+  for (const auto& [path, text] : {std::pair{a, &s.array_script}, std::pair{m, &s.summary_script}}) {
+    AtomicFile& f = outputs.add(path);
+    f.write(*text);
+    if (!f.special())
+      fs::permissions(f.temp_path(), fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+  }
+  outputs.commit();
   return {a, m};
 }
 

@@ -2,11 +2,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace mtt::experiments {
 
@@ -30,13 +32,27 @@ json scalar_to_json(const YAML::Node& n) {
   return s;
 }
 
-json node_to_json(const YAML::Node& n, const std::string& file) {
+// Aliases are expanded: a few lines of anchors can stand for billions of nodes, and an alias
+// inside its own anchor for an endless tree. Both end at these limits with an error.
+constexpr std::size_t kMaxYamlNodes = 200'000;
+constexpr int kMaxYamlDepth = 128;
+struct Budget {
+  std::size_t nodes = 0;
+};
+
+json node_to_json(const YAML::Node& n, const std::string& file, Budget& b, int depth = 0) {
+  if (++b.nodes > kMaxYamlNodes)
+    throw Error(file, line_of(n), "more than " + std::to_string(kMaxYamlNodes) + " values once aliases are expanded");
+  if (depth > kMaxYamlDepth)
+    throw Error(file, line_of(n), "nested deeper than " + std::to_string(kMaxYamlDepth) + " levels (an alias inside its own anchor?)");
   switch (n.Type()) {
     case YAML::NodeType::Null: return nullptr;
-    case YAML::NodeType::Scalar: return scalar_to_json(n);
+    case YAML::NodeType::Scalar:
+      if (!valid_utf8(n.Scalar())) throw Error(file, line_of(n), "not valid UTF-8 (an escape sequence?)");
+      return scalar_to_json(n);
     case YAML::NodeType::Sequence: {
       json a = json::array();
-      for (const auto& e : n) a.push_back(node_to_json(e, file));
+      for (const auto& e : n) a.push_back(node_to_json(e, file, b, depth + 1));
       return a;
     }
     case YAML::NodeType::Map: {
@@ -45,8 +61,9 @@ json node_to_json(const YAML::Node& n, const std::string& file) {
       for (const auto& kv : n) {
         if (kv.first.Type() != YAML::NodeType::Scalar) throw Error(file, line_of(kv.first), "map keys must be scalars");
         std::string key = kv.first.Scalar();
+        if (!valid_utf8(key)) throw Error(file, line_of(kv.first), "key not valid UTF-8 (an escape sequence?)");
         if (!seen.insert(key).second) throw Error(file, line_of(kv.first), "duplicate key '" + key + "'");
-        o[key] = node_to_json(kv.second, file);
+        o[key] = node_to_json(kv.second, file, b, depth + 1);
       }
       return o;
     }
@@ -56,6 +73,12 @@ json node_to_json(const YAML::Node& n, const std::string& file) {
 }
 
 YAML::Node parse_yaml(const std::string& text, const std::string& file) {
+  // Values end up in JSON (sweep.json, config.json), whose writer throws on invalid UTF-8.
+  std::size_t bad = 0;
+  if (!valid_utf8(text, &bad)) {
+    const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
+    throw Error(file, "line " + std::to_string(line), "not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  }
   try {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {
@@ -63,7 +86,7 @@ YAML::Node parse_yaml(const std::string& text, const std::string& file) {
   }
 }
 
-std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file) {
+std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file, Budget& budget) {
   std::vector<Axis> axes;
   if (!grid) return axes;
   if (!grid.IsMap()) throw Error(file, line_of(grid), "'grid' must map axis names to lists of values");
@@ -74,7 +97,7 @@ std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file) {
     if (!seen.insert(a.name).second) throw Error(file, line_of(kv.first), "duplicate grid axis '" + a.name + "'");
     if (!kv.second.IsSequence() || kv.second.size() == 0)
       throw Error(file, line_of(kv.second), "grid axis '" + a.name + "' must be a non-empty list");
-    for (const auto& v : kv.second) a.values.push_back(node_to_json(v, file));
+    for (const auto& v : kv.second) a.values.push_back(node_to_json(v, file, budget));
     axes.push_back(std::move(a));
   }
   return axes;
@@ -91,7 +114,8 @@ std::string required_string(const YAML::Node& root, const char* key, const std::
 }  // namespace
 
 json yaml_to_json(const std::string& yaml_text, const std::string& file_name) {
-  return node_to_json(parse_yaml(yaml_text, file_name), file_name);
+  Budget budget;
+  return node_to_json(parse_yaml(yaml_text, file_name), file_name, budget);
 }
 
 ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
@@ -106,22 +130,23 @@ ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
       throw Error(file, line_of(kv.first), "duplicate key '" + kv.first.Scalar() + "'");
   }
   ExperimentSpec s;
+  Budget budget;  // one for the whole spec
   s.path = file;
   s.name = required_string(root, "name", file);
   s.experiment = required_string(root, "experiment", file);
   if (root["description"]) s.description = root["description"].as<std::string>("");
   if (root["base"]) {
     if (!root["base"].IsMap()) throw Error(file, line_of(root["base"]), "'base' must be a mapping");
-    s.base = node_to_json(root["base"], file);
+    s.base = node_to_json(root["base"], file, budget);
   }
-  s.axes = parse_axes(root["grid"], file);
+  s.axes = parse_axes(root["grid"], file, budget);
   if (const YAML::Node r = root["reduced"]) {
     if (!r.IsMap()) throw Error(file, line_of(r), "'reduced' must be a mapping with 'grid' and/or 'base'");
     for (const auto& kv : r)
       if (kv.first.Scalar() != "grid" && kv.first.Scalar() != "base")
         throw Error(file, line_of(kv.first), "unknown key '" + kv.first.Scalar() + "' in 'reduced'");
-    s.reduced_axes = parse_axes(r["grid"], file);
-    if (r["base"]) s.reduced_base = node_to_json(r["base"], file);
+    s.reduced_axes = parse_axes(r["grid"], file, budget);
+    if (r["base"]) s.reduced_base = node_to_json(r["base"], file, budget);
   }
   if (const YAML::Node m = root["metrics"]) {
     if (!m.IsSequence()) throw Error(file, line_of(m), "'metrics' must be a list of names");

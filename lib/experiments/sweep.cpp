@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/atomic_file.h"
+#include "core/output_set.h"
 #include "core/error.h"
 #include "core/progress.h"
 
@@ -112,16 +113,20 @@ void write_summaries(const fs::path& out, const std::string& experiment, const s
   r.summary_csv = (out / "summary.csv").string();
   r.summary_json = (out / "summary.json").string();
   r.verdict_json = (out / "verdict.json").string();
-  write_file_atomic(r.summary_csv, csv.str());
-  write_file_atomic(r.summary_json,
-                    json({{"format", "moshi-ttt/sweep-summary/1"}, {"experiment", experiment}, {"axes", axes},
-                          {"metrics", metrics}, {"rows", rows}})
-                            .dump(2));
-  write_file_atomic(r.verdict_json, json({{"experiment", experiment},
-                                          {"status", r.verdict.status},
-                                          {"text", r.verdict.text},
-                                          {"evidence", r.verdict.evidence}})
-                                        .dump(2));
+  // The three files describe one state of the sweep: all of them or none (issue 15).
+  OutputSet outputs;
+  outputs.add(r.summary_csv).write(csv.str());
+  outputs.add(r.summary_json)
+      .write(json({{"format", "moshi-ttt/sweep-summary/1"}, {"experiment", experiment}, {"axes", axes},
+                   {"metrics", metrics}, {"rows", rows}})
+                 .dump(2));
+  outputs.add(r.verdict_json)
+      .write(json({{"experiment", experiment},
+                   {"status", r.verdict.status},
+                   {"text", r.verdict.text},
+                   {"evidence", r.verdict.evidence}})
+                 .dump(2));
+  outputs.commit();
 }
 
 // Points restored from an out dir's sweep.json.
@@ -153,7 +158,7 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
   json sj = grid_json(spec, points, opts.reduced);
   fs::path sweep_file = out / "sweep.json";
 
-  fs::create_directories(out / "runs");
+  make_output_dir((out / "runs").string(), "--out");
   if (fs::exists(sweep_file)) {
     json old = parse_json_file(sweep_file.string());
     bool same = old.value("points", json()) == sj["points"] && old.value("configs", json()) == sj["configs"];
@@ -205,7 +210,7 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
       try {
         // An incomplete run dir (killed mid-run) is discarded: its result was never committed.
         fs::remove_all(dir);
-        fs::create_directories(dir);
+        make_output_dir(dir.string());
         write_file_atomic((dir / "config.json").string(), p.config.dump(2));
         RunContext ctx{p, dir, opts.progress && opts.jobs == 1};
         RunResult res = kind.run(ctx);

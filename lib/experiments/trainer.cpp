@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/output_set.h"
 #include "core/progress.h"
 #include "nn/tensor_io.h"
 
@@ -98,7 +99,7 @@ std::string save_run_checkpoint(const std::string& run_dir, int step, const Name
   char name[32];
   std::snprintf(name, sizeof name, "checkpoint_%06d", step);
   fs::path dir = fs::path(run_dir) / "checkpoints" / name / "consolidated";
-  fs::create_directories(dir);
+  make_output_dir(dir.string());
   std::map<std::string, at::Tensor> m;
   for (const auto& [n, t] : tensors) m[n] = t.detach().contiguous().cpu();
   std::string path = (dir / "consolidated.safetensors").string();
@@ -136,7 +137,7 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
   const auto start = std::chrono::steady_clock::now();
   int64_t total_tokens = 0;
   const std::string metrics_path = run_dir.empty() ? "" : (fs::path(run_dir) / "metrics.train.jsonl").string();
-  if (!run_dir.empty()) fs::create_directories(run_dir);
+  if (!run_dir.empty()) make_output_dir(run_dir, "--out");
 
   for (int step = 0; step < cfg.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();

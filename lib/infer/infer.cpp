@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "core/atomic_file.h"
+#include "core/output_set.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "infer/models.h"
@@ -61,6 +62,12 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   c10::NoGradGuard no_grad;
   // The input first: a bad file fails before any model is built.
   std::vector<float> pcm = io::load_mono(opt.input);
+  // Every output opened now (an unwritable one fails before the models are built) and put in
+  // place together at the end: all of them or none (issue 15).
+  OutputSet outputs;
+  outputs.add(opt.output, "output");
+  if (!opt.stereo_output.empty()) outputs.add(opt.stereo_output, "--stereo-output");
+  if (!opt.stats_json.empty()) outputs.add(opt.stats_json, "--stats-json");
   // --- models ---
   ModelOptions mo;
   mo.random_preset = opt.tiny ? "tiny" : opt.random_preset;
@@ -181,16 +188,22 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   res.rtf = res.wall_seconds / res.audio_seconds;
 
   out_pcm.resize(pcm.size(), 0.0f);  // same length as the input (the first frames prime the delays)
-  io::write_wav(opt.output, out_pcm, 1, mcfg.sample_rate);
+  std::vector<std::string> bytes;
+  bytes.push_back(io::encode_wav(opt.output, out_pcm, 1, mcfg.sample_rate));
   if (!opt.stereo_output.empty()) {
     std::vector<float> st(2 * pcm.size());
     for (std::size_t i = 0; i < pcm.size(); ++i) {
       st[2 * i] = pcm[i];
       st[2 * i + 1] = out_pcm[i];
     }
-    io::write_wav(opt.stereo_output, st, 2, mcfg.sample_rate);
+    bytes.push_back(io::encode_wav(opt.stereo_output, st, 2, mcfg.sample_rate));
   }
-  if (!opt.stats_json.empty()) write_file_atomic(opt.stats_json, res.to_json().dump(2));
+  if (!opt.stats_json.empty()) bytes.push_back(res.to_json().dump(2));
+  // Files first, devices and FIFOs last: what goes to a FIFO cannot be taken back.
+  for (bool special : {false, true})
+    for (std::size_t i = 0; i < outputs.size(); ++i)
+      if (outputs[i].special() == special) outputs[i].write(bytes[i]);
+  outputs.commit();
   return res;
 }
 

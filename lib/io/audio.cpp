@@ -4,6 +4,8 @@
 #include <soxr.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -131,25 +133,55 @@ AudioInfo probe_audio(const std::string& path) {
   return out;
 }
 
-Audio read_audio(const std::string& path) {
-  SF_INFO info;
-  auto f = open_read(path, info);
+namespace {
+
+// Read-only memory source for sf_open_virtual (read_audio_bytes).
+struct MemSource {
+  const uint8_t* data;
+  sf_count_t size, pos;
+};
+sf_count_t src_len(void* u) { return static_cast<MemSource*>(u)->size; }
+sf_count_t src_seek(sf_count_t off, int whence, void* u) {
+  auto* m = static_cast<MemSource*>(u);
+  const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->size;
+  if (off > 0 && base > INT64_MAX - off) return -1;
+  const sf_count_t np = base + off;
+  if (np < 0) return -1;
+  m->pos = np;
+  return np;
+}
+sf_count_t src_read(void* ptr, sf_count_t n, void* u) {
+  auto* m = static_cast<MemSource*>(u);
+  if (n <= 0 || m->pos >= m->size) return 0;
+  const sf_count_t k = std::min(n, m->size - m->pos);
+  std::memcpy(ptr, m->data + m->pos, static_cast<size_t>(k));
+  m->pos += k;
+  return k;
+}
+sf_count_t src_write(const void*, sf_count_t, void*) { return 0; }
+sf_count_t src_tell(void* u) { return static_cast<MemSource*>(u)->pos; }
+
+// Every frame of an opened stream, checked: the common part of read_audio and read_audio_bytes.
+Audio decode_all(SNDFILE* f, const SF_INFO& info, const std::string& path) {
   const bool exact_length = (info.format & SF_FORMAT_TYPEMASK) != SF_FORMAT_MPEG;  // MP3 lengths are estimates
   if (info.frames <= 0) throw Error(path, "", "no audio frames (empty audio stream)");
   Audio a;
   a.sample_rate = info.samplerate;
   a.channels = info.channels;
-  const int64_t chunk = 1 << 16;
+  // About 1M samples per read whatever the channel count; the reservation trusts the header only
+  // up to 64 MiB (a compressed stream may announce far more frames than it holds).
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / info.channels);
   std::vector<float> buf(static_cast<size_t>(chunk * info.channels));
-  a.samples.reserve(static_cast<size_t>(info.frames * info.channels));
+  const int64_t announced = info.frames > INT64_MAX / info.channels ? INT64_MAX : info.frames * info.channels;
+  a.samples.reserve(static_cast<size_t>(std::min<int64_t>(announced, int64_t{1} << 24)));
   int64_t total = 0;
   while (true) {
-    sf_count_t n = sf_readf_float(f.get(), buf.data(), chunk);
+    sf_count_t n = sf_readf_float(f, buf.data(), chunk);
     if (n <= 0) break;
     a.samples.insert(a.samples.end(), buf.begin(), buf.begin() + n * info.channels);
     total += n;
   }
-  if (int e = sf_error(f.get()); e != SF_ERR_NO_ERROR) {
+  if (int e = sf_error(f); e != SF_ERR_NO_ERROR) {
     throw Error(path, "frame " + std::to_string(total), std::string("corrupt audio stream: ") + sf_error_number(e));
   }
   if (total == 0) throw Error(path, "", "no decodable audio frames (corrupt or empty stream)");
@@ -165,6 +197,29 @@ Audio read_audio(const std::string& path) {
     }
   }
   return a;
+}
+
+}  // namespace
+
+Audio read_audio(const std::string& path) {
+  SF_INFO info;
+  auto f = open_read(path, info);
+  return decode_all(f.get(), info, path);
+}
+
+Audio read_audio_bytes(const void* data, std::size_t size, const std::string& name) {
+  if (size == 0) throw Error(name, "", "empty file (0 bytes), not audio");
+  MemSource src{static_cast<const uint8_t*>(data), static_cast<sf_count_t>(size), 0};
+  SF_VIRTUAL_IO vio{src_len, src_seek, src_read, src_write, src_tell};
+  SF_INFO info;
+  std::memset(&info, 0, sizeof info);
+  SNDFILE* raw = sf_open_virtual(&vio, SFM_READ, &info, &src);
+  if (!raw) throw Error(name, "", std::string("cannot read as audio: ") + sf_strerror(nullptr));
+  SndfilePtr f(raw);
+  if (info.channels <= 0) throw Error(name, "", "audio header has no channels");
+  if (info.samplerate <= 0) throw Error(name, "", "audio header has an invalid sample rate");
+  check_not_truncated(name, f.get());
+  return decode_all(f.get(), info, name);
 }
 
 std::vector<float> to_mono(const Audio& audio, int channel, const std::string& what) {
@@ -220,6 +275,14 @@ std::vector<float> load_mono(const std::string& path, const LoadOptions& options
 
 void write_wav(const std::string& path, const std::vector<float>& interleaved, int channels, int sample_rate,
                SampleFormat format) {
+  const std::string bytes = encode_wav(path, interleaved, channels, sample_rate, format);
+  AtomicFile out(path);
+  out.write(bytes);
+  out.commit();
+}
+
+std::string encode_wav(const std::string& path, const std::vector<float>& interleaved, int channels, int sample_rate,
+                       SampleFormat format) {
   if (channels <= 0) throw Error(path, "", "write_wav: channels must be positive", ErrorKind::Usage);
   if (sample_rate <= 0) throw Error(path, "", "write_wav: sample rate must be positive", ErrorKind::Usage);
   if (interleaved.size() % static_cast<size_t>(channels) != 0) {
@@ -249,9 +312,7 @@ void write_wav(const std::string& path, const std::vector<float>& interleaved, i
       throw Error(path, "", std::string("WAV encoding failed: ") + sf_strerror(f), ErrorKind::Internal);
     }
   }  // sf_close finalises the RIFF sizes in the buffer
-  AtomicFile out(path);
-  out.write(sink.bytes);
-  out.commit();
+  return std::move(sink.bytes);
 }
 
 }  // namespace mtt::io

@@ -6,6 +6,7 @@
 //
 // Every failure is an mtt::Error naming the file: unreadable, empty, not audio, corrupt (decoder
 // error, truncated stream, non-finite samples), bad channel index.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -62,5 +63,13 @@ enum class SampleFormat { PCM16, PCM24, Float32 };
 // interleaved frames * channels. Integer formats clip to [-1, 1]. Non-finite samples are an error.
 void write_wav(const std::string& path, const std::vector<float>& interleaved, int channels, int sample_rate,
                SampleFormat format = SampleFormat::PCM16);
+// The bytes write_wav writes (for outputs committed together, mtt::OutputSet); `path` names
+// the output in errors.
+std::string encode_wav(const std::string& path, const std::vector<float>& interleaved, int channels, int sample_rate,
+                       SampleFormat format = SampleFormat::PCM16);
+
+// Audio from bytes in memory (`name` in errors), with the checks of read_audio: the WAV reader's
+// fuzz entry point.
+Audio read_audio_bytes(const void* data, std::size_t size, const std::string& name);
 
 }  // namespace mtt::io

@@ -305,6 +305,15 @@ void SafetensorsFile::release(const TensorInfo& info) const {
   if (b > a) ::madvise(const_cast<uint8_t*>(base_) + a, b - a, MADV_DONTNEED);
 }
 
+void SafetensorsFile::prefetch(uint64_t from, uint64_t to) const {
+  if (!base_) return;
+  to = std::min(to, size_);
+  if (to <= from) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t a = from / page * page;
+  ::madvise(const_cast<uint8_t*>(base_) + a, to - a, MADV_WILLNEED);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,

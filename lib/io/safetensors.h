@@ -70,6 +70,9 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   uint64_t file_size() const { return size_; }
   // Advises the kernel that a tensor's pages are no longer needed (bounded RSS when streaming).
   void release(const TensorInfo& info) const;
+  // Starts reading file bytes [from, to) into the page cache without waiting (MADV_WILLNEED):
+  // the read-ahead of a streaming pass, so the disk works while the CPU computes.
+  void prefetch(uint64_t from, uint64_t to) const;
 
  private:
   SafetensorsFile() = default;

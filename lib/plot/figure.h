@@ -56,6 +56,15 @@ void validate(const Figure& fig, const std::string& source);
 // file on any error).
 void render(const Figure& fig, const std::string& path, const Style& style = default_style());
 
+// What a panel `columns` pixel columns wide can show, from O(columns) points (issue 15: 10^6
+// points drawn in seconds). A line series with more than 4 points per column keeps, of each run
+// of consecutive points that fall in one column, the first, the lowest, the highest and the last
+// (M4 aggregation: the polyline covers the same pixels as the full one); its min-max band becomes
+// a band-only series holding the band's envelope per run; markers are dropped (they would merge
+// into a line). The panel's note says so. Bar panels and panels with fewer points come back as
+// they are. render() applies it at twice the pixel width of each panel.
+Panel decimate_for_width(const Panel& p, int columns);
+
 // Data range helper shared with the figure builders: [min, max] of the finite values of the
 // series' y (and bands), only positive values when `positive_only`.
 bool finite_range(const std::vector<Series>& series, bool positive_only, double& lo, double& hi);

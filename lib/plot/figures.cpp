@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -31,12 +32,52 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
 
 bool wanted(const std::vector<int>& sel, int v) { return sel.empty() || std::find(sel.begin(), sel.end(), v) != sel.end(); }
 
+// Distinct labels in first-seen order, each looked up in a hash map.
+struct Index {
+  std::unordered_map<std::string, std::size_t> id;
+  std::vector<std::string> names;
+  std::size_t of(const std::string& s) {
+    auto [it, fresh] = id.emplace(s, names.size());
+    if (fresh) names.push_back(s);
+    return it->second;
+  }
+  // Reorders names by `less`; returns old id -> new id.
+  template <class Less>
+  std::vector<std::size_t> sort(Less less) {
+    std::vector<std::size_t> order(names.size()), remap(names.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return less(names[a], names[b]); });
+    std::vector<std::string> sorted;
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      remap[order[i]] = i;
+      sorted.push_back(names[order[i]]);
+    }
+    names = std::move(sorted);
+    return remap;
+  }
+};
+
 }  // namespace
 
 std::vector<double> moving_average(const std::vector<double>& v, int w) {
   if (w <= 1) return v;
   std::vector<double> out(v.size(), kNaN);
   const long n = static_cast<long>(v.size()), lo = (w - 1) / 2, hi = w / 2;
+  if (static_cast<double>(n) * w > 1e7) {
+    // Long series, wide windows: prefix sums (80-bit where the platform has them), linear time.
+    std::vector<long double> sum(static_cast<std::size_t>(n) + 1, 0.0L);
+    std::vector<long> cnt(static_cast<std::size_t>(n) + 1, 0);
+    for (long i = 0; i < n; ++i) {
+      const bool f = std::isfinite(v[i]);
+      sum[i + 1] = sum[i] + (f ? v[i] : 0.0);
+      cnt[i + 1] = cnt[i] + f;
+    }
+    for (long i = 0; i < n; ++i) {
+      const long a = std::max(0L, i - lo), b = std::min(n - 1, i + hi) + 1;
+      if (cnt[b] > cnt[a]) out[i] = static_cast<double>((sum[b] - sum[a]) / static_cast<long double>(cnt[b] - cnt[a]));
+    }
+    return out;
+  }
   for (long i = 0; i < n; ++i) {
     double s = 0;
     int k = 0;
@@ -232,7 +273,7 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   auto col = [&](const std::string& name, const char* flag) {
     const int c = t.column(name);
     if (c < 0) {
-      std::vector<std::string> cols = t.columns;
+      const std::vector<std::string>& cols = t.file_columns.empty() ? t.columns : t.file_columns;
       throw Error(t.path, std::string(flag) + " " + name, "no such column (columns: " + join(cols, ", ") + ")",
                   ErrorKind::Usage);
     }
@@ -250,6 +291,7 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   bool numeric_x = !o.bars;
   std::size_t skipped = 0;
   std::vector<std::size_t> use;
+  use.reserve(t.rows.size());
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     const Cell& y = t.rows[r][cy];
     if (y.null) {
@@ -269,48 +311,93 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
       throw Error(t.path, where(r) + " " + o.y, "--logy: value " + t.rows[r][cy].text + " is not positive", ErrorKind::Usage);
   }
 
-  // Group by (hue, x); hue values and categorical x in first-seen order (numeric hue sorted).
-  std::vector<std::string> hues, xcats;
+  // Hue values and categorical x in first-seen order (numbers sorted), each looked up once per
+  // row in a hash map: linear in the rows, whatever their number.
+  auto number_or_nan = [](const std::string& s) {
+    char* e = nullptr;
+    const double v = std::strtod(s.c_str(), &e);
+    return (!s.empty() && *e == '\0') ? v : kNaN;
+  };
+  // Ascending, NaN last: a strict weak order even for "nan" labels.
+  auto num_less = [](double a, double b) { return std::isnan(b) ? !std::isnan(a) : a < b; };
+  Index hue_ix, cat_ix;
+  std::vector<std::size_t> row_hue(use.size()), row_cat(numeric_x ? 0 : use.size());
   bool numeric_hue = ch >= 0;
-  for (std::size_t r : use) {
-    const std::string h = ch >= 0 ? label(t.rows[r][ch]) : "";
+  for (std::size_t k = 0; k < use.size(); ++k) {
+    const std::size_t r = use[k];
     if (ch >= 0 && !t.rows[r][ch].numeric) numeric_hue = false;
-    if (std::find(hues.begin(), hues.end(), h) == hues.end()) hues.push_back(h);
-    const std::string xv = label(t.rows[r][cx]);
-    if (std::find(xcats.begin(), xcats.end(), xv) == xcats.end()) xcats.push_back(xv);
+    row_hue[k] = hue_ix.of(ch >= 0 ? label(t.rows[r][ch]) : "");
+    if (hue_ix.names.size() > kMaxHues)
+      throw Error(t.path, "--hue " + o.hue, "more than " + std::to_string(kMaxHues) +
+                  " distinct values: too many lines to tell apart (use a column with fewer values)", ErrorKind::Usage);
+    if (!numeric_x) {
+      row_cat[k] = cat_ix.of(label(t.rows[r][cx]));
+      if (cat_ix.names.size() > kMaxCategories)
+        throw Error(t.path, "--x " + o.x, "more than " + std::to_string(kMaxCategories) +
+                    " distinct values: too many categories for bars (use a numeric column without --bars)",
+                    ErrorKind::Usage);
+    }
   }
-  if (numeric_hue)
-    std::stable_sort(hues.begin(), hues.end(), [](const std::string& a, const std::string& b) { return std::stod(a) < std::stod(b); });
-  // Categories that are numbers (and "none") in numeric order, "none" first.
-  if (!numeric_x && std::all_of(xcats.begin(), xcats.end(), [&](const std::string& s) {
-        char* e;
-        std::strtod(s.c_str(), &e);
-        return s == "none" || (*e == '\0' && !s.empty());
-      }))
-    std::stable_sort(xcats.begin(), xcats.end(), [](const std::string& a, const std::string& b) {
-      if (a == "none" || b == "none") return a == "none" && b != "none";
-      return std::stod(a) < std::stod(b);
+  if (numeric_hue) {
+    const auto remap = hue_ix.sort([&](const std::string& a, const std::string& b) {
+      return num_less(number_or_nan(a), number_or_nan(b));
     });
+    for (auto& h : row_hue) h = remap[h];
+  }
+  // Categories that are numbers (and "none") in numeric order, "none" first.
+  if (!numeric_x && std::all_of(cat_ix.names.begin(), cat_ix.names.end(), [&](const std::string& s) {
+        char* e = nullptr;
+        std::strtod(s.c_str(), &e);
+        return s == "none" || (!s.empty() && *e == '\0');
+      })) {
+    const auto remap = cat_ix.sort([&](const std::string& a, const std::string& b) {
+      if (a == "none" || b == "none") return a == "none" && b != "none";
+      return num_less(number_or_nan(a), number_or_nan(b));
+    });
+    for (auto& c : row_cat) c = remap[c];
+  }
+  const std::vector<std::string>& hues = hue_ix.names;
+  const std::vector<std::string>& xcats = cat_ix.names;
 
   struct Agg {
-    double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+    double x = 0, sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
     int n = 0;
+    void add(double y) {
+      sum += y;
+      n += 1;
+      lo = std::min(lo, y);
+      hi = std::max(hi, y);
+    }
   };
-  std::map<std::pair<std::string, std::string>, Agg> groups;  // (hue, x text)
-  std::map<std::string, double> xnum;
-  for (std::size_t r : use) {
-    const std::string h = ch >= 0 ? label(t.rows[r][ch]) : "";
-    const Cell& x = t.rows[r][cx];
-    const double y = t.rows[r][cy].num;
-    Agg& a = groups[{h, label(x)}];
-    a.sum += y;
-    a.n += 1;
-    a.lo = std::min(a.lo, y);
-    a.hi = std::max(a.hi, y);
-    if (numeric_x) xnum[x.text] = x.num;
+  // Points sharing (hue, x) are averaged: numeric x by value (sorted per hue), categorical x by
+  // category.
+  std::vector<std::vector<Agg>> groups(hues.size());
+  std::size_t bad_x = 0;
+  if (numeric_x) {
+    std::vector<std::vector<std::pair<double, double>>> pts(hues.size());
+    for (std::size_t k = 0; k < use.size(); ++k) {
+      const double x = t.rows[use[k]][cx].num;
+      if (!std::isfinite(x)) {
+        ++bad_x;  // "nan"/"inf" parse as numbers but have no place on the axis
+        continue;
+      }
+      pts[row_hue[k]].push_back({x, t.rows[use[k]][cy].num});
+    }
+    for (std::size_t h = 0; h < hues.size(); ++h) {
+      auto& v = pts[h];
+      std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        if (i == 0 || v[i].first != v[i - 1].first) groups[h].push_back(Agg{v[i].first});
+        groups[h].back().add(v[i].second);
+      }
+    }
+  } else {
+    for (auto& g : groups) g.resize(xcats.size());
+    for (std::size_t k = 0; k < use.size(); ++k) groups[row_hue[k]][row_cat[k]].add(t.rows[use[k]][cy].num);
   }
   int max_n = 0;
-  for (const auto& [k, a] : groups) max_n = std::max(max_n, a.n);
+  for (const auto& g : groups)
+    for (const auto& a : g) max_n = std::max(max_n, a.n);
 
   Panel p;
   p.title = o.y + " vs " + o.x + (ch >= 0 ? " by " + o.hue : "");
@@ -322,33 +409,21 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
   std::vector<std::string> notes;
   if (max_n > 1) notes.push_back("mean over the other axes (up to " + std::to_string(max_n) + " points), " + (numeric_x ? "band" : "whisker") + " min-max");
   if (skipped) notes.push_back(std::to_string(skipped) + " without " + o.y);
+  if (bad_x) notes.push_back(std::to_string(bad_x) + " with a non-finite " + o.x);
   p.note = join(notes, "; ");
   for (std::size_t hi_ = 0; hi_ < hues.size(); ++hi_) {
     const std::string& h = hues[hi_];
     Series s;
     s.label = ch >= 0 ? o.hue + "=" + h : (hues.size() == 1 ? o.y : "");
     s.color = static_cast<int>(hi_);
-    if (numeric_x) {
-      std::vector<std::pair<double, std::string>> xs;
-      for (const auto& [k, a] : groups)
-        if (k.first == h) xs.push_back({xnum[k.second], k.second});
-      std::sort(xs.begin(), xs.end());
-      for (const auto& [xv, key] : xs) {
-        const Agg& a = groups[{h, key}];
-        s.x.push_back(xv);
-        s.y.push_back(a.sum / a.n);
-        s.lo.push_back(a.lo);
-        s.hi.push_back(a.hi);
-      }
-      s.markers = true;
-    } else {
-      for (const auto& xc : xcats) {
-        auto it = groups.find({h, xc});
-        s.y.push_back(it == groups.end() ? kNaN : it->second.sum / it->second.n);
-        s.lo.push_back(it == groups.end() ? kNaN : it->second.lo);
-        s.hi.push_back(it == groups.end() ? kNaN : it->second.hi);
-      }
+    for (const Agg& a : groups[hi_]) {
+      const bool none = a.n == 0;  // a category this hue has no point in
+      if (numeric_x) s.x.push_back(a.x);
+      s.y.push_back(none ? kNaN : a.sum / a.n);
+      s.lo.push_back(none ? kNaN : a.lo);
+      s.hi.push_back(none ? kNaN : a.hi);
     }
+    s.markers = numeric_x;
     if (max_n <= 1) {
       s.lo.clear();
       s.hi.clear();

@@ -37,6 +37,10 @@ double effective_gate(double alpha);
 // One metric of a sweep summary against one axis: lines when the axis is numeric (one per hue
 // value), grouped bars when it is categorical (or bars is set). Points sharing (x, hue) are
 // averaged, with their min-max as a band / whisker.
+// Beyond these a sweep figure is refused (a usage error naming the column): more lines or bars
+// than can be told apart.
+inline constexpr std::size_t kMaxHues = 100;
+inline constexpr std::size_t kMaxCategories = 1000;
 struct SweepPlotOptions {
   std::string x, y, hue;
   bool logx = false, logy = false, bars = false;

@@ -47,6 +47,8 @@ json parse_json(const std::string& text, const std::string& path, int line_offse
     std::string what = e.what();
     const auto p = what.find("parse error");
     throw Error(path, "line " + std::to_string(line), "invalid JSON: " + (p == std::string::npos ? what : what.substr(p)));
+  } catch (const json::exception& e) {  // e.g. out_of_range 406: a number like 1e999 overflows a double
+    throw Error(path, "", std::string("invalid JSON: ") + e.what());
   }
 }
 
@@ -198,15 +200,42 @@ Cell cell_from_json(const json& v) {
 
 }  // namespace
 
-Table parse_summary_csv(const std::string& text, const std::string& path) {
+Table parse_summary_csv(const std::string& text, const std::string& path, const std::vector<std::string>& keep) {
   // RFC 4180: fields separated by commas, optionally quoted with "" escaping a quote; quoted
-  // fields may hold commas and newlines.
-  std::vector<std::vector<std::string>> records;
-  std::vector<int> starts;
+  // fields may hold commas and newlines. Records become rows as they are read (no copy of the
+  // whole file as strings), holding only the kept columns.
+  Table t;
+  t.path = path;
+  std::vector<int> take;  // file column -> index in the row, -1: dropped
   std::vector<std::string> rec;
   std::string field;
-  bool in_quotes = false, field_started = false;
+  bool in_quotes = false, field_started = false, header = true;
   int line = 1, rec_line = 1;
+  auto end_record = [&] {
+    rec.push_back(field);
+    if (header) {
+      t.file_columns = rec;
+      for (std::size_t c = 0; c < rec.size(); ++c) {
+        if (rec[c].empty()) throw Error(path, "line 1", "column " + std::to_string(c + 1) + " has no name");
+        for (std::size_t d = 0; d < c; ++d)
+          if (rec[d] == rec[c]) throw Error(path, "line 1", "column '" + rec[c] + "' appears twice");
+        const bool kept = keep.empty() || std::find(keep.begin(), keep.end(), rec[c]) != keep.end();
+        take.push_back(kept ? static_cast<int>(t.columns.size()) : -1);
+        if (kept) t.columns.push_back(rec[c]);
+      }
+      header = false;
+    } else {
+      if (rec.size() != t.file_columns.size())
+        throw Error(path, "line " + std::to_string(rec_line),
+                    std::to_string(rec.size()) + " fields, the header has " + std::to_string(t.file_columns.size()));
+      std::vector<Cell> row(t.columns.size());
+      for (std::size_t c = 0; c < rec.size(); ++c)
+        if (take[c] >= 0) row[static_cast<std::size_t>(take[c])] = cell_from_text(rec[c]);
+      t.rows.push_back(std::move(row));
+      t.lines.push_back(rec_line);
+    }
+    rec.clear();
+  };
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char ch = text[i];
     if (in_quotes) {
@@ -233,12 +262,7 @@ Table parse_summary_csv(const std::string& text, const std::string& path) {
       field_started = true;
     } else if (ch == '\n' || ch == '\r') {
       if (ch == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      if (field_started || !field.empty() || !rec.empty()) {
-        rec.push_back(field);
-        records.push_back(rec);
-        starts.push_back(rec_line);
-      }
-      rec.clear();
+      if (field_started || !field.empty() || !rec.empty()) end_record();
       field.clear();
       field_started = false;
       ++line;
@@ -249,34 +273,14 @@ Table parse_summary_csv(const std::string& text, const std::string& path) {
     }
   }
   if (in_quotes) throw Error(path, "line " + std::to_string(rec_line), "unterminated quoted field");
-  if (field_started || !field.empty() || !rec.empty()) {
-    rec.push_back(field);
-    records.push_back(rec);
-    starts.push_back(rec_line);
-  }
-  if (records.empty()) throw Error(path, "", "empty file (expected a header row)");
-  Table t;
-  t.path = path;
-  t.columns = records[0];
-  for (std::size_t c = 0; c < t.columns.size(); ++c) {
-    if (t.columns[c].empty()) throw Error(path, "line 1", "column " + std::to_string(c + 1) + " has no name");
-    for (std::size_t d = 0; d < c; ++d)
-      if (t.columns[d] == t.columns[c]) throw Error(path, "line 1", "column '" + t.columns[c] + "' appears twice");
-  }
-  for (std::size_t r = 1; r < records.size(); ++r) {
-    if (records[r].size() != t.columns.size())
-      throw Error(path, "line " + std::to_string(starts[r]),
-                  std::to_string(records[r].size()) + " fields, the header has " + std::to_string(t.columns.size()));
-    std::vector<Cell> row;
-    for (const auto& f : records[r]) row.push_back(cell_from_text(f));
-    t.rows.push_back(std::move(row));
-    t.lines.push_back(starts[r]);
-  }
+  if (field_started || !field.empty() || !rec.empty()) end_record();
+  if (header) throw Error(path, "", "empty file (expected a header row)");
   if (t.rows.empty()) throw Error(path, "", "no rows (the sweep has no finished points yet?)");
+  if (keep.empty()) t.file_columns.clear();  // every column is held
   return t;
 }
 
-Table parse_summary_json(const std::string& text, const std::string& path) {
+Table parse_summary_json(const std::string& text, const std::string& path, const std::vector<std::string>& keep) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw Error(path, "", "empty file");
   json j = parse_json(text, path);
   if (!j.is_object()) throw Error(path, "", "expected a JSON object with axes, metrics, rows");
@@ -303,6 +307,13 @@ Table parse_summary_json(const std::string& text, const std::string& path) {
     for (auto it = row.begin(); it != row.end(); ++it)
       if (t.column(it.key()) < 0) t.columns.push_back(it.key());
   }
+  if (!keep.empty()) {
+    t.file_columns = t.columns;
+    std::vector<std::string> kept;
+    for (const auto& c : t.columns)
+      if (std::find(keep.begin(), keep.end(), c) != keep.end()) kept.push_back(c);
+    t.columns = kept;
+  }
   for (std::size_t r = 0; r < rows->size(); ++r) {
     const json& row = (*rows)[r];
     std::vector<Cell> cells;
@@ -316,7 +327,7 @@ Table parse_summary_json(const std::string& text, const std::string& path) {
   return t;
 }
 
-Table read_summary(const std::string& path) {
+Table read_summary(const std::string& path, const std::vector<std::string>& keep) {
   std::error_code ec;
   std::string file = path;
   if (fs::is_directory(path, ec)) {
@@ -328,8 +339,8 @@ Table read_summary(const std::string& path) {
   const std::string text = read_input(file);
   std::string ext = fs::path(file).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (ext == ".json") return parse_summary_json(text, file);
-  if (ext == ".csv") return parse_summary_csv(text, file);
+  if (ext == ".json") return parse_summary_json(text, file, keep);
+  if (ext == ".csv") return parse_summary_csv(text, file, keep);
   throw Error(file, "", "unknown summary format (expected .csv or .json)");
 }
 

@@ -34,16 +34,20 @@ struct Cell {
 };
 struct Table {
   std::string path;
-  std::vector<std::string> columns;
+  std::vector<std::string> columns;        // the columns held in rows
+  std::vector<std::string> file_columns;   // every column of the file (when only some are kept)
   std::vector<std::string> axes, metrics;  // from summary.json; empty for a bare CSV
   std::vector<std::vector<Cell>> rows;     // rows[i][column index]
   std::vector<int> lines;                  // source line of each row (CSV), 0 for JSON
   int column(const std::string& name) const;  // -1 if absent
 };
 // `path`: summary.csv, summary.json, or the sweep's out dir (summary.json preferred).
-Table read_summary(const std::string& path);
-Table parse_summary_csv(const std::string& text, const std::string& path);
-Table parse_summary_json(const std::string& text, const std::string& path);
+// `keep`: when not empty, only these columns are held (names the file lacks are skipped): a
+// summary of 10^6 points then costs memory for the plotted columns only. Every row is still
+// checked (field counts, quoting).
+Table read_summary(const std::string& path, const std::vector<std::string>& keep = {});
+Table parse_summary_csv(const std::string& text, const std::string& path, const std::vector<std::string>& keep = {});
+Table parse_summary_json(const std::string& text, const std::string& path, const std::vector<std::string>& keep = {});
 
 // ---- training metrics (moshi-finetune metrics.train.jsonl / metrics.eval.jsonl) ----
 struct MetricsLog {

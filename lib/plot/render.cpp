@@ -2,11 +2,15 @@
 // can be rendered one after another in one process. Inputs are validated before PLplot is
 // touched: PLplot's own fatal errors end the process (plexit), ours must not reach it.
 #include <plplot.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -496,6 +500,56 @@ void draw_panel(const Panel& pn, const Box& vp, const Ctx& c, double page_w_mm, 
   }
 }
 
+// A private file in $TMPDIR, removed with this object.
+struct ScratchFile {
+  std::string path;
+  std::string create(Format fmt) {
+    const char* t = std::getenv("TMPDIR");
+    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/ttt-plot-XXXXXX." + format_name(fmt);
+    const int fd = ::mkstemps(tmpl.data(), 4);
+    if (fd < 0) throw Error(tmpl, "", std::string("cannot create a scratch file: ") + std::strerror(errno));
+    ::close(fd);
+    path = tmpl;
+    return path;
+  }
+  ~ScratchFile() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
+// PLplot's drivers do not report write errors: a full disk (or a file-size limit) leaves a file
+// that is empty or cut short. Each format has a fixed ending to check for.
+void check_complete(const std::string& file, Format fmt, const std::string& path) {
+  std::string tail;
+  std::error_code ec;
+  const auto size = fs::file_size(file, ec);
+  if (!ec && size > 0) {
+    std::FILE* f = std::fopen(file.c_str(), "rb");
+    if (f) {
+      const long n = static_cast<long>(std::min<std::uintmax_t>(size, 2048));
+      tail.resize(static_cast<std::size_t>(n));
+      if (std::fseek(f, -n, SEEK_END) != 0 || std::fread(tail.data(), 1, tail.size(), f) != tail.size()) tail.clear();
+      std::fclose(f);
+    }
+  }
+  bool ok = false;
+  if (fmt == Format::Png) {
+    static const char kIend[] = "\0\0\0\0IEND\xAE\x42\x60\x82";
+    ok = tail.size() >= 12 && tail.compare(tail.size() - 12, 12, std::string(kIend, 12)) == 0;
+  } else if (fmt == Format::Svg) {
+    const auto end = tail.find_last_not_of(" \t\r\n");
+    ok = end != std::string::npos && end >= 5 && tail.compare(end - 5, 6, "</svg>") == 0;
+  } else {
+    ok = tail.find("%%EOF") != std::string::npos;
+  }
+  if (ok) return;
+  const auto space = fs::space(fs::path(file).parent_path(), ec);
+  throw Error(path, "", std::string("the ") + format_name(fmt) + " driver's output is " +
+                            (tail.empty() ? "empty" : "cut short") + ": disk full or file too large? (" +
+                            (ec ? std::string("free space unknown") : std::to_string(space.available) + " bytes free") +
+                            ")");
+}
+
 // Ends the PLplot stream on every path out of render().
 struct Stream {
   PLINT id = -1;
@@ -523,13 +577,17 @@ void render(const Figure& fig, const std::string& path, const Style& st) {
   const int W = fig.width > 0 ? fig.width : std::max(cols * st.panel_width, cols == 1 ? st.panel_width * 4 / 3 : 0);
   const int H = fig.height > 0 ? fig.height : static_cast<int>(rows * st.panel_height + title_px);
 
+  // PLplot writes the file itself, by name: into the output's temporary, or, for a device or a
+  // FIFO (written in place), into a scratch file copied there once complete.
   AtomicFile out(path);
+  ScratchFile scratch;
+  const std::string draw_to = out.special() ? scratch.create(fmt) : out.temp_path();
   {
     Stream s;
     plmkstrm(&s.id);
     const char* dev = fmt == Format::Png ? "pngcairo" : fmt == Format::Svg ? "svg" : "pdfcairo";
     plsdev(dev);
-    plsfnam(out.temp_path().c_str());
+    plsfnam(draw_to.c_str());
     // Page size: pixels for PNG; for the vector formats the same numbers in points.
     plspage(0, 0, W, H, 0, 0);
     const int npal = static_cast<int>(st.palette.size());
@@ -562,19 +620,20 @@ void render(const Figure& fig, const std::string& path, const Style& st) {
     const double top = 1 - title_px / H;
     const double cell_w = 1.0 / cols, cell_h = top / rows;
     for (int p = 0; p < np; ++p) {
-      const Panel& pn = fig.panels[p];
       const int r = p / cols, cidx = p % cols;
       const double cx0 = cidx * cell_w, cy1 = top - r * cell_h;
-      const double ml = 78.0 / W, mr = 18.0 / W, mb = (pn.categories.empty() ? 58.0 : 70.0) / H,
-                   mt = (pn.note.empty() ? 38.0 : 58.0) / H;
+      const double ml = 78.0 / W, mr = 18.0 / W;
+      // Dense series reduced to what the panel's pixel columns (twice over) can show.
+      const int columns = static_cast<int>(std::ceil(2.0 * (cell_w - ml - mr) * W));
+      const Panel pn = decimate_for_width(fig.panels[p], columns);
+      const double mb = (pn.categories.empty() ? 58.0 : 70.0) / H, mt = (pn.note.empty() ? 38.0 : 58.0) / H;
       Box vp{cx0 + ml, cx0 + cell_w - mr, cy1 - cell_h + mb, cy1 - mt};
       draw_panel(pn, vp, Ctx{st, npal}, page_w_mm, page_h_mm);
     }
   }  // plend1(): the driver flushes and closes the temporary file
 
-  std::error_code ec;
-  const auto size = fs::file_size(out.temp_path(), ec);
-  if (ec || size == 0) throw Error(path, "", std::string("the ") + format_name(fmt) + " driver wrote nothing", ErrorKind::Internal);
+  check_complete(draw_to, fmt, path);
+  if (out.special()) out.write(read_file(draw_to));
   out.commit();
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "audit/audit.h"
 #include "audit/findings.h"
@@ -241,6 +242,60 @@ TEST(Audit, NonFiniteValuesAreCountedAndFlagged) {
   EXPECT_EQ(r.exit_status(), 1);
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_NE(r.problems[0].find("1 NaN and 2 Inf"), std::string::npos);
+  EXPECT_NE(r.problems[0].find("text_linear.weight (1 NaN, 2 Inf, first at flat index 3)"), std::string::npos)
+      << r.problems[0];
+  // Located: per tensor, counts and the first flat index (and its position in the shape).
+  ASSERT_EQ(r.inventory.nonfinite.size(), 1u);
+  const auto& nf = r.inventory.nonfinite[0];
+  EXPECT_EQ(nf.name, "text_linear.weight");
+  EXPECT_EQ(nf.nan, 1u);
+  EXPECT_EQ(nf.inf, 2u);
+  EXPECT_EQ(nf.first_index, 3);
+  EXPECT_EQ(nf.first_nan, 3);
+  EXPECT_EQ(nf.first_inf, 5);
+  const auto shape = io::SafetensorsFile::open(path)->view("text_linear.weight").shape();
+  ASSERT_EQ(shape.size(), 2u);
+  EXPECT_EQ(nf.first_position, (std::vector<int64_t>{3 / shape[1], 3 % shape[1]}));
+  const auto j = to_json(r);
+  ASSERT_EQ(j["inventory"]["nonfinite"].size(), 1u);
+  EXPECT_EQ(j["inventory"]["nonfinite"][0]["name"], "text_linear.weight");
+  EXPECT_EQ(j["inventory"]["nonfinite"][0]["first_index"], 3);
+  EXPECT_EQ(j["inventory"]["nonfinite"][0]["first_inf_index"], 5);
+  EXPECT_EQ(j["inventory"]["nonfinite"][0]["nan"], 1);
+  const std::string table = render_table(r);
+  EXPECT_NE(table.find("non-finite values:"), std::string::npos) << table;
+  const auto row = table.find("text_linear.weight", table.find("non-finite values:"));
+  ASSERT_NE(row, std::string::npos) << table;
+  const std::string line = table.substr(row, table.find('\n', row) - row);
+  EXPECT_NE(line.find(" 3  [0, 3] (NaN)"), std::string::npos) << line;
+}
+
+TEST(Audit, NonFiniteLocatedInEveryTensorHoldingThem) {
+  mtt::test::TempDir dir;
+  Fixture f(m::SchemaConfig::tiny(m::TTTVariant::none), DType::BF16);
+  // One +Inf per tensor at a different place, NaN in one of them far from the start.
+  int64_t k = 0;
+  std::vector<std::pair<std::string, int64_t>> placed;
+  for (auto& t : f.tensors) {
+    const int64_t n = static_cast<int64_t>(t.bytes.size() / 2);
+    const int64_t at = (k * 37) % n;
+    f.set(t.name, [&, at](int64_t i) { return i == at ? INFINITY : 0.5; });
+    placed.push_back({t.name, at});
+    ++k;
+  }
+  const auto path = (dir / "inf.safetensors").string();
+  f.write(path);
+  const Report r = audit_file(path);
+  ASSERT_EQ(r.inventory.nonfinite.size(), placed.size());
+  std::map<std::string, int64_t> want(placed.begin(), placed.end());
+  for (const auto& nf : r.inventory.nonfinite) {
+    SCOPED_TRACE(nf.name);
+    EXPECT_EQ(nf.inf, 1u);
+    EXPECT_EQ(nf.nan, 0u);
+    EXPECT_EQ(nf.first_index, want.at(nf.name));
+    EXPECT_EQ(nf.first_nan, -1);
+  }
+  EXPECT_EQ(r.inventory.inf, placed.size());
 }
 
 TEST(Audit, CleanCheckpointExitsZeroAndLayerFilter) {
