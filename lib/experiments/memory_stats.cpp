@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 
@@ -35,6 +36,8 @@ MemoryStats memory_stats(int device_index) {
   getrusage(RUSAGE_SELF, &ru);
   s.peak_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: kilobytes
   s.current_bytes = current_rss_bytes();
+  // The kernel folds the resident count into ru_maxrss lazily: the current size bounds it from below.
+  s.peak_bytes = std::max(s.peak_bytes, s.current_bytes);
   s.source = "process RSS";
   return s;
 }

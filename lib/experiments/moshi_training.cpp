@@ -166,6 +166,14 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   args["context"] = context;
   args["num_codebooks"] = K;
   args["moshi_ttt"] = build_info();
+  // Keys that describe the saved weights say what was done, whatever the YAML asked (the YAML's
+  // values are in the ignored line): the whole model trained in float32 without LoRA, saved whole.
+  // Readers of args.yaml (the run-dir resolver, the fork's loaders) decide how to load from them.
+  args["lora"]["enable"] = false;
+  args["full_finetuning"] = true;
+  args["save_adapters"] = false;
+  args["param_dtype"] = "float32";
+  args["gradient_checkpointing"] = false;
 
   // The one line of what the config says and nothing does.
   res.ignored = keys_not_acted_on(fa, acted);

@@ -153,9 +153,9 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
   if (opts.out_dir.empty()) throw Error(spec.path, "", "no output directory given", ErrorKind::Usage);
   fs::path out = opts.out_dir;
   if (opts.device != "cpu") {
-    training_device(opts.device);  // a usage error when there is no such device
     if (!kind.device_aware)
       throw Error(spec.path, "--device", "experiment '" + kind.name + "' runs on the CPU only", ErrorKind::Usage);
+    training_device(opts.device);  // a usage error when there is no such device
   }
   std::vector<GridPoint> points = expand_grid(spec, opts.reduced);
   json sj = grid_json(spec, points, opts.reduced);
