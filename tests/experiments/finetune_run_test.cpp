@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -219,6 +220,24 @@ TEST(FinetuneRun, MoshiFinetuneYamlAsItIs) {
   const json audit = json::parse(a.out);
   EXPECT_EQ(audit["config"]["values"]["ttt"]["variant"], "fork_hybrid");
   EXPECT_NE(audit["description"].get<std::string>().find("step 4"), std::string::npos) << audit["description"];
+  // What the audit finds in a trained tiny hybrid (the quickstart's step 4) is what the model is:
+  // the backward gate of every TTT layer unused (the causal hybrid runs forward only) and frozen at
+  // its init, and wo / post_norm unused (the fork's output path skips them); nothing else.
+  const std::regex expected_unused(R"(transformer\.layers\.[0-3]\.seq_modeling_block\.(backward_ssm_gating\.gating_alpha|ttt_layer\.ttt\.(wo|post_norm)\.(weight|bias)))");
+  int backward_unused = 0, backward_frozen = 0;
+  for (const auto& e : audit["unused"]["entries"]) {
+    const std::string k = e["name"];
+    EXPECT_TRUE(std::regex_match(k, expected_unused)) << "unexpected unused finding " << k;
+    backward_unused += k.find("backward_ssm_gating") != std::string::npos;
+  }
+  for (const auto& e : audit["frozen"]["entries"]) {
+    const std::string k = e["name"];
+    EXPECT_TRUE(std::regex_match(k, expected_unused)) << "unexpected frozen finding " << k;
+    backward_frozen += k.find("backward_ssm_gating") != std::string::npos;
+  }
+  EXPECT_EQ(backward_unused, 4);
+  EXPECT_EQ(backward_frozen, 4);
+  EXPECT_EQ(audit["problems"].size(), 2u) << audit["problems"].dump();
   fs::copy(run, f.dir / "bare", fs::copy_options::recursive);
   fs::remove(f.dir / "bare" / "args.yaml");
   auto b = run_command(app_path("ttt-inspect").string() + " " + (f.dir / "bare").string() + " --json");
