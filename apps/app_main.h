@@ -1,7 +1,8 @@
 #pragma once
 // The top level every app shares (README "Exit status"): CLI11 parse errors exit 0 for --help and
 // 64 otherwise; an mtt::Error prints its one line on stderr and exits with its kind's status;
-// anything else is a bug in the library: one line, exit 70.
+// anything else is a bug in the library: one line, exit 70. Every app gets --version (the project
+// version and the git commit of the build, core/version.h).
 #include <CLI/CLI.hpp>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "core/version.h"
 
 namespace mtt::app {
 
@@ -40,6 +42,7 @@ inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std
   // An output over RLIMIT_FSIZE is a write error (EFBIG) to report, not a core dump; SIGPIPE on
   // stdout stays as it is (`| head` ends the app quietly, as for any Unix tool).
   std::signal(SIGXFSZ, SIG_IGN);
+  cli.set_version_flag("--version", version_line(name), "print the version and the git commit of this build, then exit");
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

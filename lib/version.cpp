@@ -1,4 +1,3 @@
-// The shared library's own translation unit: everything else comes from the component archives.
-namespace mtt {
-const char* version() { return "0.1.0"; }
-}  // namespace mtt
+// The shared library's own translation unit: everything else, the version too (core/version.h),
+// comes from the component archives.
+#include "core/version.h"

@@ -28,4 +28,16 @@ torch_prefix=$("$MTT_TORCH_VENV/bin/python" -c "import torch.utils; print(torch.
 
 cmake -S . -B "$MTT_BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
   -DMTT_PYTHON="$MTT_TORCH_VENV/bin/python" -DMTT_REF_PYTHON="$MTT_REF_VENV/bin/python" >/dev/null
-cmake --build "$MTT_BUILD" -j "$MTT_JOBS"
+# The compiler's output goes to a log (warnings there are for developers, not for a user's first run);
+# a failed build prints its last lines. MTT_BUILD_VERBOSE=1 shows it all.
+if [ "${MTT_BUILD_VERBOSE:-0}" = 1 ]; then
+  cmake --build "$MTT_BUILD" -j "$MTT_JOBS"
+else
+  build_log="$MTT_BUILD/build.log"
+  echo "[setup] building into $MTT_BUILD (compiler output: $build_log)" >&2
+  if ! cmake --build "$MTT_BUILD" -j "$MTT_JOBS" >"$build_log" 2>&1; then
+    tail -n 60 "$build_log" >&2
+    echo "[setup] the build failed; the whole log is $build_log" >&2
+    exit 1
+  fi
+fi

@@ -15,6 +15,13 @@ if [ ! -x "$MTT_REF_VENV/bin/python" ] || ! "$MTT_REF_VENV/bin/python" -c "impor
   "$MTT_REF_VENV/bin/pip" install -q "torch==$MTT_TORCH_VERSION" "moshi==0.2.13" sentencepiece || \
     echo "[test] WARNING: could not install the moshi reference; parity tests will skip" >&2
 fi
+# The PyPI tensorboard package (its event reader checks the TensorBoard files ttt-sweep train writes)
+# and PyYAML (yaml.dump checks the args.yaml writer): test references too, in the same venv.
+if [ -x "$MTT_REF_VENV/bin/python" ] && ! "$MTT_REF_VENV/bin/python" -c "import tensorboard, yaml" 2>/dev/null; then
+  echo "[test] installing tensorboard and pyyaml into $MTT_REF_VENV (once)" >&2
+  "$MTT_REF_VENV/bin/pip" install -q tensorboard pyyaml || \
+    echo "[test] WARNING: could not install tensorboard; the TensorBoard readback checks will skip" >&2
+fi
 
 cd "$MTT_BUILD"
 # ctest runs MTT_JOBS tests at once on as many cores; LibTorch's OpenMP workers of one test would

@@ -22,6 +22,7 @@ struct RunOptions {
   int jobs = 1;
   bool resume = false, force = false, reduced = false, json = false, no_progress = false;
   long index = -1;
+  std::string device = "cpu";
   bool slurm = false, submit = false;
   ex::SlurmOptions slurm_opts;
 };
@@ -36,6 +37,7 @@ void declare_run(CLI::App& app, RunOptions& o) {
   app.add_option("--index", o.index, "run one grid point only (what a Slurm array task does)");
   app.add_flag("--json", o.json, "print the summary and verdict as JSON");
   app.add_flag("--no-progress", o.no_progress, "no progress output on stderr");
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N (experiments that train on a device)")->capture_default_str();
   app.add_flag("--slurm", o.slurm, "write a Slurm job-array script for the grid instead of running it");
   app.add_flag("--submit", o.submit, "with --slurm: submit it with sbatch");
   app.add_option("--partition", o.slurm_opts.partition, "Slurm partition");
@@ -65,6 +67,7 @@ int run(RunOptions& o, const std::string& self) {
   if (o.slurm) {
     o.slurm_opts.exe = self;
     o.slurm_opts.reduced = o.reduced;
+    o.slurm_opts.device = o.device;
     auto scripts = ex::make_slurm_scripts(spec, o.spec, o.out, o.slurm_opts);
     auto [array_path, summary_path] = ex::write_slurm_scripts(scripts, o.out);
     std::cout << "wrote " << array_path << " (" << scripts.tasks << " array tasks) and " << summary_path << "\n";
@@ -81,6 +84,7 @@ int run(RunOptions& o, const std::string& self) {
   so.force = o.force;
   so.reduced = o.reduced;
   so.progress = !o.no_progress;
+  so.device = o.device;
   if (o.index >= 0) so.only_index = static_cast<std::size_t>(o.index);
   ex::SweepResult r = ex::run_sweep(spec, so);
   if (so.only_index) {
@@ -122,14 +126,20 @@ struct TrainCmd {
 };
 
 void declare_train(CLI::App& app, TrainCmd& c) {
-  app.add_option("--config", c.o.config, "training config (YAML, moshi-finetune keys + ttt: + tbptt_chunk)")
-      ->required()
+  app.add_option("config", c.o.config, "moshi-finetune training YAML (its keys as they are, + ttt:, tbptt_chunk, context)")
       ->check(CLI::ExistingFile);
-  app.add_option("--data", c.o.data, "moshi-finetune jsonl of stereo WAVs")->required()->check(CLI::ExistingFile);
-  app.add_option("--out", c.o.out, "run directory")->required();
-  app.add_option("--mimi-weight", c.o.mimi_weight, "Mimi checkpoint (tokenizer-e351c8d8-checkpoint125.safetensors)");
+  app.add_option("--config", c.o.config, "the same, as a flag")->check(CLI::ExistingFile);
+  app.add_option("--data", c.o.data, "moshi-finetune jsonl of stereo WAVs (default: the config's data.train_data)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--eval-data", c.o.eval_data, "eval jsonl for do_eval (default: the config's data.eval_data)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--out", c.o.out, "run directory (default: the config's run_dir)");
+  app.add_option("--mimi-weight", c.o.mimi_weight,
+                 "Mimi checkpoint (tokenizer-e351c8d8-checkpoint125.safetensors; default: moshi_paths.mimi_path)");
   app.add_flag("--tiny-mimi", c.o.tiny_mimi, "no Mimi weights: the tiny Mimi with random weights (pipeline check)");
   app.add_option("--codes-cache", c.o.codes_cache, "cache of encoded codes (default: <out>/codes)");
+  app.add_option("--device", c.o.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_flag("--resume", c.o.resume, "continue the run in the run dir from its newest checkpoint");
   app.add_flag("--json", c.json, "print the run summary as JSON");
   app.add_flag("--no-progress", c.no_progress, "no progress output on stderr");
 }
@@ -139,11 +149,16 @@ int run_train(TrainCmd& c) {
   ex::MoshiTrainResult r = ex::train_moshi_on_jsonl(c.o, std::cerr);
   if (c.json) {
     std::cout << r.summary.dump(2) << "\n";
+  } else if (r.train.history.empty()) {
+    std::printf("nothing to train: %s is complete (its checkpoint of step %d)\n", r.run_dir.c_str(), r.train.resumed_from);
   } else {
+    if (r.train.resumed_from > 0) std::printf("resumed from step %d\n", r.train.resumed_from);
     std::printf("trained %zu steps on %lld windows (%s): loss %.4f -> %.4f\ncheckpoint: %s\n",
                 r.train.history.size(), static_cast<long long>(r.windows), r.codec.c_str(),
                 r.summary["first_loss"].get<double>(), r.summary["final_loss"].get<double>(),
                 r.train.last_checkpoint.c_str());
+    for (const auto& e : r.train.evals)
+      std::printf("eval at step %d: eval_loss %.4f, perplexity %.4f\n", e.step, e.eval_loss, e.perplexity);
   }
   return 0;
 }
@@ -169,6 +184,7 @@ int main(int argc, char** argv) {
   declare_speech(*speech_cmd, speech);
   TrainCmd train;
   auto* train_cmd = app.add_subcommand("train", "train the tiny Moshi-TTT on a moshi-finetune jsonl with truncated BPTT");
+  train_cmd->footer("Flags override the config; keys of it that nothing acts on are listed in one 'ignored:' line.");
   declare_train(*train_cmd, train);
   return mtt::app::run(app, argc, argv, "ttt-sweep", [&] {
     if (*run_cmd) return run(run_opts, argv[0]);

@@ -38,6 +38,7 @@ struct Targets {
   at::Tensor delayed;   // [B, K, T + 1] with the initial tokens in front
   at::Tensor text_w;    // [B, T] float
   at::Tensor audio_w;   // [B, dep_q, T] float
+  at::Tensor real;      // [T] positions with a target, text and dep_q streams summed over B
   double text_total = 0, audio_total = 0;
 };
 
@@ -53,12 +54,15 @@ Targets make_targets(const moshi::LMConfig& c, const at::Tensor& codes, const Mo
   at::Tensor is_pad = (text == c.existing_text_padding_id) | (text == c.existing_text_end_padding_id);
   t.text_w = at::where(is_pad, tw * o.text_padding_weight, tw);
   std::vector<at::Tensor> aw;
+  at::Tensor real = valid(0).expand({codes.size(0), T}).sum(0);
   for (int64_t k = 1; k <= c.dep_q; ++k) {
+    real = real + valid(k).expand({codes.size(0), T}).sum(0);
     at::Tensor w = valid(k).to(at::kFloat);
     if (k == 1) w = w * o.first_codebook_weight_multiplier;
     aw.push_back(w);
   }
   t.audio_w = at::stack(aw, 1);
+  t.real = real.to(at::kLong).cpu();
   t.text_total = t.text_w.sum().item<double>();
   t.audio_total = t.audio_w.sum().item<double>();
   return t;
@@ -131,8 +135,9 @@ ChunkedSequence moshi_lm_sequence(moshi::LMModel& lm, const at::Tensor& codes, s
       loss = loss + weighted_ce_sum(text_logits.select(1, 0), tgt.select(1, 0), t->text_w.narrow(1, s, n)) / t->text_total;
     if (t->audio_total > 0)
       loss = loss + weighted_ce_sum(logits, tgt.narrow(1, 1, dep_q), t->audio_w.narrow(2, s, n)) / t->audio_total;
-    // Tokens as moshi-finetune counts them: text_mask.numel() + mask.numel().
-    return StepLoss{loss, t->delayed.size(0) * (1 + dep_q) * n};
+    // Tokens as moshi-finetune counts them: text_mask.numel() + mask.numel(); the real ones are
+    // the mask's true entries (prob_real_tokens).
+    return StepLoss{loss, t->delayed.size(0) * (1 + dep_q) * n, t->real.narrow(0, s, n).sum().item<int64_t>()};
   };
   seq.detach_state = [state] {
     if (state) detach_streaming_state(state->transformer);

@@ -33,6 +33,7 @@ RunResult run_gating(const RunContext& ctx) {
   ToyRun run;
   live = &run;
   run.model = std::make_unique<ToyTTTLM>(toy_config_from_json(cfg, ctx.point.id), cfg.value("seed", 0));
+  if (ctx.device != "cpu") run.model->to(training_device(ctx.device));
   if (forced) {
     run.model->forward_gate().force_alpha(cfg["force_alpha"].get<double>());
     run.model->forward_gate().gating_alpha.requires_grad_(false);
@@ -104,7 +105,7 @@ Verdict verdict_gating(const std::vector<PointOutcome>& pts) {
 
 ExperimentKind make_gating() {
   return {"gating", "alpha init and forced alpha: loss and alpha history (does the gate collapse?)", run_gating,
-          verdict_gating};
+          verdict_gating, /*device_aware=*/true};
 }
 
 }  // namespace mtt::experiments

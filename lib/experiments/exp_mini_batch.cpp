@@ -52,7 +52,7 @@ Verdict verdict_mini_batch(const std::vector<PointOutcome>& pts) {
 
 ExperimentKind make_mini_batch() {
   return {"mini-batch", "inner mini-batch size b x inner learning rate base_lr: outer loss", run_mini_batch,
-          verdict_mini_batch};
+          verdict_mini_batch, /*device_aware=*/true};
 }
 
 }  // namespace mtt::experiments

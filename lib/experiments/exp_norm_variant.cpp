@@ -102,7 +102,7 @@ Verdict verdict_norm_variant(const std::vector<PointOutcome>& pts) {
 
 ExperimentKind make_norm_variant() {
   return {"norm-variant", "reconstruction target LN(XV - XK) (correct) vs LN(XV) - XK (fork legacy)", run_norm_variant,
-          verdict_norm_variant};
+          verdict_norm_variant, /*device_aware=*/true};
 }
 
 }  // namespace mtt::experiments

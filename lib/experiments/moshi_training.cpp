@@ -1,19 +1,25 @@
 #include "experiments/moshi_training.h"
 
+#include <c10/core/GradMode.h>
+
 #include <cmath>
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/version.h"
 #include "experiments/chunked_loss.h"
 #include "experiments/data_jsonl.h"
+#include "experiments/finetune_args.h"
 #include "experiments/spec.h"
 #include "experiments/tbptt.h"
 #include "mimi/mimi.h"
 #include "moshi/config.h"
 #include "moshi/lm.h"
+#include "moshi/ttt_settings.h"
 
 namespace mtt::experiments {
 
@@ -22,16 +28,9 @@ using nlohmann::json;
 
 namespace {
 
-template <class T>
-T number(const json& cfg, const char* key, T def, const std::string& file) {
-  if (!cfg.contains(key)) return def;
-  if (!cfg[key].is_number()) throw Error(file, key, "expected a number, got " + cfg[key].dump());
-  return cfg[key].get<T>();
-}
-
 // The tiny LM sized to the codec: K Moshi + K user codebooks of the codec's cardinality, delays
 // in moshiko's pattern (text 0, first codebook 0, the others 1, for each speaker).
-moshi::LMConfig tiny_lm_for(int K, int bins, const json& cfg, const moshi::TTTSettings& ttt, const std::string& file) {
+moshi::LMConfig tiny_lm_for(int K, int bins, int64_t context, const moshi::TTTSettings& ttt, const std::string& file) {
   moshi::LMConfig c = moshi::LMConfig::tiny();
   c.card = bins;
   c.dep_q = K;
@@ -39,61 +38,207 @@ moshi::LMConfig tiny_lm_for(int K, int bins, const json& cfg, const moshi::TTTSe
   c.delays = {0};
   for (int s = 0; s < 2; ++s)
     for (int k = 0; k < K; ++k) c.delays.push_back(k == 0 ? 0 : 1);
-  c.context = number<int64_t>(cfg, "context", 16, file);
-  if (*c.context <= 0) throw Error(file, "context", "must be positive");
+  c.context = context;
   c.ttt = ttt;
   c.validate(file);
   return c;
 }
 
+// The TTT section's keys that only steer the fork's tooling (TTTSettings reports them).
+std::vector<std::string> ttt_not_acted_on(const moshi::TTTSettings& ts) { return ts.not_acted_on; }
+
+// Keys of the YAML that this trainer honours (a mapping covers its children). The `ttt:` section is
+// the TTT settings reader's; moshi_paths.mimi_path is added when it is the codec used.
+std::set<std::string> acted_on_keys() {
+  return {"data.train_data", "data.eval_data", "data.shuffle", "run_dir", "overwrite_run_dir", "seed", "max_steps",
+          "batch_size", "num_microbatches", "max_norm", "log_freq", "ckpt_freq", "do_ckpt", "num_ckpt_keep",
+          "eval_freq", "do_eval", "optim", "duration_sec", "first_codebook_weight_multiplier", "text_padding_weight",
+          "tbptt_chunk", "checkpoint_group", "context", "num_codebooks"};
+}
+
+// args.yaml keys that do not change a run's trajectory: a resume may change them.
+bool resume_may_change(const std::string& path) {
+  static const std::set<std::string> k = {"run_dir", "overwrite_run_dir", "moshi_ttt", "wandb", "num_ckpt_keep",
+                                          "ckpt_freq", "do_ckpt", "log_freq", "eval_freq", "do_eval", "data.eval_data"};
+  for (std::string p = path;;) {
+    if (k.count(p)) return true;
+    const auto dot = p.rfind('.');
+    if (dot == std::string::npos) return false;
+    p = p.substr(0, dot);
+  }
+}
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, json>& out) {
+  if (j.is_object() && !j.empty()) {
+    for (auto it = j.begin(); it != j.end(); ++it) flatten(it.value(), prefix + (prefix.empty() ? "" : ".") + it.key(), out);
+  } else {
+    out[prefix] = j;
+  }
+}
+
+std::string string_at(const json& args, const char* dotted) {
+  const json* v = find_path(args, dotted);
+  return v && v->is_string() ? v->get<std::string>() : std::string();
+}
+
+// moshi-finetune's data sources: "path", "path:weight", comma lists, folders of *.jsonl. We read one
+// jsonl file.
+void check_single_jsonl(const std::string& path, const std::string& file, const std::string& key) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return;
+  if (path.find(',') != std::string::npos || (path.find(':') != std::string::npos && !fs::exists(path, ec)))
+    throw Error(file, key, "'" + path + "': weighted or several data sources are not supported; give one jsonl file",
+                ErrorKind::Usage);
+  if (fs::is_directory(path, ec))
+    throw Error(file, key, "'" + path + "' is a folder; give one jsonl file (moshi-finetune's folder form is not read)",
+                ErrorKind::Usage);
+  throw Error(path, "", "no such file (" + key + ")", ErrorKind::Usage);
+}
+
 }  // namespace
 
 MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream& log) {
-  if (opt.config.empty()) throw Error("", "--config", "a training config (YAML) is required", ErrorKind::Usage);
-  if (opt.data.empty()) throw Error("", "--data", "a moshi-finetune jsonl is required", ErrorKind::Usage);
-  if (opt.out.empty()) throw Error("", "--out", "a run directory is required", ErrorKind::Usage);
+  if (opt.config.empty()) throw Error("", "CONFIG", "a training config (YAML) is required", ErrorKind::Usage);
   const std::string text = read_file(opt.config);
-  const json cfg = yaml_to_json(text, opt.config);
-  TrainConfig tc = train_config_from_json(cfg, opt.config);
+  FinetuneArgs fa = read_finetune_args(text, opt.config);
+  json& args = fa.args;
+  TrainConfig tc = train_config_from_json(args, opt.config);
+  tc.resume = opt.resume;
   moshi::TTTSettings ts;
-  if (cfg.contains("ttt")) {
+  if (fa.given.contains("ttt") && fa.given["ttt"].is_object()) {
     ts = moshi::ttt_settings_from_yaml(text, opt.config);
   } else {  // no section: the fork's hybrid in every layer of the tiny model
     ts.enable = true;
     ts.layers = "all";
+    args["ttt"]["enable"] = true;
+    args["ttt"]["layers"] = "all";
   }
   // The trainer's activation checkpointing is the TTT scan's recomputation groups (ttt.md §3).
   if (tc.checkpoint_group > 0) ts.scan_checkpoint_group_size = tc.checkpoint_group;
   MoshiLossOptions lo;
-  lo.first_codebook_weight_multiplier = number<double>(cfg, "first_codebook_weight_multiplier", 1.0, opt.config);
-  lo.text_padding_weight = number<double>(cfg, "text_padding_weight", 0.5, opt.config);
-  const double duration_sec = number<double>(cfg, "duration_sec", 10.0, opt.config);
+  lo.first_codebook_weight_multiplier = args["first_codebook_weight_multiplier"].get<double>();
+  lo.text_padding_weight = args["text_padding_weight"].get<double>();
+  const double duration_sec = args["duration_sec"].get<double>();
   if (!(duration_sec > 0)) throw Error(opt.config, "duration_sec", "must be positive");
+  auto int_key = [&](const char* k, int64_t def) -> int64_t {
+    if (!args.contains(k) || args[k].is_null()) return def;
+    if (!args[k].is_number_integer()) throw Error(opt.config, k, "expected an integer, got " + args[k].dump());
+    return args[k].get<int64_t>();
+  };
+  const int64_t context = int_key("context", 16);
+  if (context <= 0) throw Error(opt.config, "context", "must be positive");
+  const at::Device device = training_device(opt.device);
+
+  // --- where: flags over the YAML ---
+  MoshiTrainResult res;
+  res.run_dir = !opt.out.empty() ? opt.out : args["run_dir"].get<std::string>();
+  if (res.run_dir.empty())
+    throw Error(opt.config, "run_dir", "no run dir: set run_dir in the config or pass --out", ErrorKind::Usage);
+  const std::string train_data = !opt.data.empty() ? opt.data : string_at(args, "data.train_data");
+  if (train_data.empty())
+    throw Error(opt.config, "data.train_data", "no training data: set data.train_data or pass --data", ErrorKind::Usage);
+  check_single_jsonl(train_data, opt.config, opt.data.empty() ? "data.train_data" : "--data");
+  const std::string eval_data = !opt.eval_data.empty() ? opt.eval_data : string_at(args, "data.eval_data");
+  if (tc.do_eval && eval_data.empty())
+    throw Error(opt.config, "do_eval", "do_eval is set but there is no eval data (data.eval_data or --eval-data)",
+                ErrorKind::Usage);
+  if (tc.do_eval) check_single_jsonl(eval_data, opt.config, opt.eval_data.empty() ? "data.eval_data" : "--eval-data");
+  std::string mimi_weight = opt.mimi_weight;
+  std::set<std::string> acted = acted_on_keys();
+  if (mimi_weight.empty() && !opt.tiny_mimi) {
+    mimi_weight = string_at(args, "moshi_paths.mimi_path");
+    if (!mimi_weight.empty()) acted.insert("moshi_paths.mimi_path");
+  }
+  if (mimi_weight.empty() && !opt.tiny_mimi)
+    throw Error("", "--mimi-weight", "a Mimi checkpoint is required (--mimi-weight, moshi_paths.mimi_path, or --tiny-mimi)",
+                ErrorKind::Usage);
+  if (!tc.do_eval) acted.erase("data.eval_data");
+  const int K = static_cast<int>(int_key("num_codebooks", mimi_weight.empty() ? mimi::MimiConfig::tiny().num_codebooks : 8));
+  if (K <= 0) throw Error(opt.config, "num_codebooks", "must be positive");
+
+  // What args.yaml records: the values this run uses.
+  args["run_dir"] = res.run_dir;
+  args["data"]["train_data"] = train_data;
+  args["data"]["eval_data"] = eval_data;
+  if (!mimi_weight.empty()) args["moshi_paths"]["mimi_path"] = mimi_weight;
+  args["tbptt_chunk"] = tc.tbptt_chunk;
+  args["checkpoint_group"] = tc.checkpoint_group > 0 ? json(tc.checkpoint_group) : json(nullptr);
+  args["context"] = context;
+  args["num_codebooks"] = K;
+  args["moshi_ttt"] = build_info();
+  // Keys that describe the saved weights say what was done, whatever the YAML asked (the YAML's
+  // values are in the ignored line): the whole model trained in float32 without LoRA, saved whole.
+  // Readers of args.yaml (the run-dir resolver, the fork's loaders) decide how to load from them.
+  args["lora"]["enable"] = false;
+  args["full_finetuning"] = true;
+  args["save_adapters"] = false;
+  args["param_dtype"] = "float32";
+  args["gradient_checkpointing"] = false;
+
+  // The one line of what the config says and nothing does.
+  res.ignored = keys_not_acted_on(fa, acted);
+  for (const auto& k : ttt_not_acted_on(ts)) res.ignored.push_back(k);
+  if (!res.ignored.empty()) {
+    log << "ignored:";
+    for (size_t i = 0; i < res.ignored.size(); ++i) log << (i ? ", " : " ") << res.ignored[i];
+    log << "\n";
+  }
+
+  // --- the run dir: moshi-finetune refuses an existing one unless overwrite_run_dir ---
+  const fs::path run = res.run_dir;
+  std::error_code ec;
+  const bool non_empty = fs::is_directory(run, ec) && fs::directory_iterator(run, ec) != fs::directory_iterator();
+  if (fs::exists(run, ec) && !fs::is_directory(run, ec))
+    throw Error(res.run_dir, "", "the run dir is a file", ErrorKind::Usage);
+  const fs::path args_path = run / "args.yaml";
+  if (non_empty && opt.resume) {
+    if (fs::exists(args_path)) {
+      // The run's own settings: a resume continues that run, not another one.
+      std::map<std::string, json> was, now;
+      flatten(yaml_to_json(read_file(args_path.string()), args_path.string()), "", was);
+      flatten(args, "", now);
+      for (const auto& [k, v] : now) {
+        if (resume_may_change(k)) continue;
+        auto it = was.find(k);
+        const bool same = it != was.end() && (it->second == v || (it->second.is_number() && v.is_number() &&
+                                                                  it->second.get<double>() == v.get<double>()));
+        if (!same)
+          throw Error(args_path.string(), k,
+                      "the run was started with " + (it == was.end() ? std::string("no value") : it->second.dump()) +
+                          ", the config now says " + v.dump() + ": --resume continues that run (use another run_dir)",
+                      ErrorKind::Usage);
+      }
+    }
+  } else if (non_empty && args["overwrite_run_dir"].get<bool>()) {
+    log << "overwrite_run_dir: removing " << res.run_dir << "\n";
+    fs::remove_all(run);
+  } else if (non_empty) {
+    throw Error(res.run_dir, "",
+                "the run dir exists and is not empty: pass --resume to continue its run, set overwrite_run_dir: true "
+                "to replace it, or choose another run_dir",
+                ErrorKind::Usage);
+  }
+  fs::create_directories(run);
+  if (!fs::exists(args_path)) write_file_atomic(args_path.string(), finetune_args_yaml(args));
 
   // --- codec ---
-  MoshiTrainResult res;
   std::unique_ptr<mimi::MimiModel> codec;
   std::string codec_id;
-  int K = 0;
-  if (!opt.mimi_weight.empty()) {
-    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(opt.mimi_weight));
-    K = number<int>(cfg, "num_codebooks", 8, opt.config);
-    codec_id = fs::absolute(opt.mimi_weight).string();
-    res.codec = "Mimi " + opt.mimi_weight;
-  } else if (opt.tiny_mimi) {
+  if (!mimi_weight.empty()) {
+    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi_weight));
+    codec_id = fs::absolute(mimi_weight).string();
+    res.codec = "Mimi " + mimi_weight;
+  } else {
     codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mimi::MimiConfig::tiny(), tc.seed));
-    K = number<int>(cfg, "num_codebooks", mimi::MimiConfig::tiny().num_codebooks, opt.config);
     codec_id = "tiny-random-seed-" + std::to_string(tc.seed);
     res.codec = "tiny Mimi, random weights (seed " + std::to_string(tc.seed) + ")";
     log << "[tiny-mimi] the audio is encoded by the tiny Mimi with RANDOM weights: the codes carry no speech\n"
            "            content; this checks the pipeline end to end (use --mimi-weight for real runs).\n";
-  } else {
-    throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny-mimi)", ErrorKind::Usage);
   }
   codec->set_num_codebooks(K);
 
   // --- model ---
-  moshi::LMConfig lc = tiny_lm_for(K, codec->config().quantizer.bins, cfg, ts, opt.config);
+  moshi::LMConfig lc = tiny_lm_for(K, codec->config().quantizer.bins, context, ts, opt.config);
   if (lc.ttt.enable && tc.tbptt_chunk > 0 && tc.tbptt_chunk % lc.ttt.mini_batch_size != 0)
     log << "note: tbptt_chunk " << tc.tbptt_chunk << " is not a multiple of ttt.mini_batch_size "
         << lc.ttt.mini_batch_size << ": the fork's streaming pads every chunk to whole mini-batches, so the\n"
@@ -106,6 +251,9 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
         << "      sends huge gradients into it (experiments/pad-tokens.yaml)\n";
   moshi::LMModel lm(lc);
   lm.init_random(tc.seed);
+  if (device.is_cuda())
+    for (auto& [name, t] : lm.named_parameters())  // aliases share one handle: moved once
+      if (t->defined() && t->device() != device) *t = t->to(device);
   lm.set_requires_grad(true);
   NamedParams params;
   for (auto& [name, t] : lm.named_parameters()) params.emplace_back(name, *t);
@@ -113,10 +261,10 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   // --- data ---
   JsonlDatasetOptions dopt;
   dopt.window = window_frames;
-  dopt.cache_dir = opt.codes_cache.empty() ? (fs::path(opt.out) / "codes").string() : opt.codes_cache;
+  dopt.cache_dir = opt.codes_cache.empty() ? (run / "codes").string() : opt.codes_cache;
   dopt.codec_id = codec_id;
   dopt.text_token = lc.existing_text_padding_id;
-  JsonlDataset ds(opt.data, *codec, dopt);
+  JsonlDataset ds(train_data, *codec, dopt);
   res.windows = ds.size();
   res.files = static_cast<int64_t>(ds.entries().size());
   res.files_encoded = ds.files_encoded();
@@ -124,11 +272,23 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   log << "data: " << res.files << " files (" << res.files_encoded << " encoded, " << res.files_cached
       << " from the cache " << dopt.cache_dir << "), " << res.windows << " windows of " << dopt.window
       << " frames; TBPTT chunk " << (tc.tbptt_chunk > 0 ? std::to_string(tc.tbptt_chunk) : "= window") << "\n";
+  std::unique_ptr<JsonlDataset> eval_ds;
+  if (tc.do_eval) {
+    eval_ds = std::make_unique<JsonlDataset>(eval_data, *codec, dopt);
+    res.eval_windows = eval_ds->size();
+    if (eval_ds->size() < tc.batch_size)
+      throw Error(eval_data, "", "the eval data has " + std::to_string(eval_ds->size()) + " windows, fewer than one batch of " +
+                                     std::to_string(tc.batch_size));
+  }
 
-  // Windows in a seeded order, reshuffled every epoch (moshi-finetune's shuffle: true).
+  // The order of windows: moshi-finetune's data.shuffle (default false) reads them in file order
+  // epoch after epoch; shuffled, each epoch is a new seeded permutation. Either way sample g is a
+  // function of g, so a resumed run reads on from its step.
   const int64_t n = ds.size();
+  const bool shuffle = args["data"]["shuffle"].get<bool>();
   auto sample = [&](int64_t g) {
     const int64_t epoch = g / n, i = g % n;
+    if (!shuffle) return i;
     std::vector<int64_t> perm(static_cast<size_t>(n));
     for (int64_t k = 0; k < n; ++k) perm[static_cast<size_t>(k)] = k;
     std::mt19937_64 rng(tc.seed * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -136,6 +296,27 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     return perm[static_cast<size_t>(i)];
   };
   const int64_t chunk = tc.tbptt_chunk > 0 ? tc.tbptt_chunk : dopt.window;
+  TrainHooks hooks;
+  if (eval_ds) {
+    // finetune/eval.py: the eval windows in order, whole batches only, at most 40 of them; the
+    // mean of (text + audio) loss per batch, without gradients; chunked like training.
+    hooks.evaluate = [&](int) {
+      c10::NoGradGuard no_grad;
+      const int64_t batches = std::min<int64_t>(40, eval_ds->size() / tc.batch_size);
+      double total = 0;
+      for (int64_t b = 0; b < batches; ++b) {
+        std::vector<int64_t> idx;
+        for (int64_t k = 0; k < tc.batch_size; ++k) idx.push_back(b * tc.batch_size + k);
+        const at::Tensor codes = eval_ds->batch(idx).to(device);
+        ChunkedSequence seq = moshi_lm_sequence(lm, codes, moshi_tbptt_state(lm, codes.size(0), chunk), lo);
+        for (const auto& [s, len] : chunk_spans(seq.length, chunk)) {
+          total += seq.chunk_loss(s, len).loss.item<double>();
+          seq.detach_state();
+        }
+      }
+      return total / static_cast<double>(batches);
+    };
+  }
   json model_config = json::parse(lc.to_json());
   res.train = train_tbptt(
       params, tc,
@@ -143,15 +324,19 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
         std::vector<int64_t> idx;
         for (int b = 0; b < tc.batch_size; ++b)
           idx.push_back(sample((static_cast<int64_t>(step) * tc.num_microbatches + micro) * tc.batch_size + b));
-        at::Tensor codes = ds.batch(idx);
+        at::Tensor codes = ds.batch(idx).to(device);
         return moshi_lm_sequence(lm, codes, moshi_tbptt_state(lm, codes.size(0), chunk), lo);
       },
-      opt.out, model_config, {}, opt.progress);
+      res.run_dir, model_config, hooks, opt.progress);
 
   const auto& h = res.train.history;
+  json evals = json::array();
+  for (const auto& e : res.train.evals) evals.push_back({{"step", e.step}, {"eval_loss", e.eval_loss}, {"perplexity", e.perplexity}});
   res.summary = {{"model", "tiny Moshi-TTT (lib/moshi LMConfig::tiny, random init)"},
                  {"codec", res.codec},
-                 {"data", opt.data},
+                 {"data", train_data},
+                 {"eval_data", tc.do_eval ? json(eval_data) : json(nullptr)},
+                 {"device", device.str()},
                  {"files", res.files},
                  {"files_encoded", res.files_encoded},
                  {"files_cached", res.files_cached},
@@ -159,10 +344,14 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
                  {"window_frames", dopt.window},
                  {"tbptt_chunk", tc.tbptt_chunk},
                  {"steps", h.size()},
-                 {"first_loss", h.empty() ? 0.0 : h.front().loss},
-                 {"final_loss", h.empty() ? 0.0 : h.back().loss},
-                 {"checkpoint", res.train.last_checkpoint}};
-  write_file_atomic((fs::path(opt.out) / "result.json").string(), res.summary.dump(2));
+                 {"resumed_from", res.train.resumed_from},
+                 {"first_loss", h.empty() ? json(nullptr) : json(h.front().loss)},
+                 {"final_loss", h.empty() ? json(nullptr) : json(h.back().loss)},
+                 {"evals", evals},
+                 {"ignored", res.ignored},
+                 {"checkpoint", res.train.last_checkpoint},
+                 {"moshi_ttt", build_info()}};
+  write_file_atomic((run / "result.json").string(), res.summary.dump(2));
   return res;
 }
 

@@ -16,6 +16,7 @@ struct RunContext {
   const GridPoint& point;
   std::filesystem::path run_dir;  // exists and is empty when run() starts
   bool progress = true;
+  std::string device = "cpu";     // `--device`: only kinds with device_aware get another one
 };
 
 struct RunResult {
@@ -39,6 +40,7 @@ struct ExperimentKind {
   std::string description;
   std::function<RunResult(const RunContext&)> run;
   std::function<Verdict(const std::vector<PointOutcome>&)> verdict;
+  bool device_aware = false;  // trains on RunContext::device (else the CPU only)
 };
 
 const std::vector<ExperimentKind>& builtin_experiments();

@@ -91,7 +91,8 @@ SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& s
   a << "# its result.json exists, so requeues never duplicate a result.\n";
   a << "set -euo pipefail\n";
   a << "exec " << shq(exe) << " run " << shq(abs_spec) << " --out " << shq(abs_out)
-    << " --resume --no-progress --index \"$SLURM_ARRAY_TASK_ID\"" << (o.reduced ? " --reduced" : "") << "\n";
+    << " --resume --no-progress --index \"$SLURM_ARRAY_TASK_ID\"" << (o.reduced ? " --reduced" : "")
+    << (o.device != "cpu" ? " --device " + shq(o.device) : std::string()) << "\n";
   s.array_script = a.str();
 
   std::ostringstream m;

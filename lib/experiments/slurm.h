@@ -17,6 +17,7 @@ struct SlurmOptions {
   int max_parallel = 0;         // %N throttle on the array; 0 = none
   std::string exe = "ttt-sweep";  // absolute path of the ttt-sweep binary
   bool reduced = false;
+  std::string device = "cpu";    // passed on to every task as --device (with --gres gpu:1, say)
 };
 
 struct SlurmScripts {

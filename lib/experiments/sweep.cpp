@@ -13,6 +13,8 @@
 #include "core/output_set.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/version.h"
+#include "experiments/trainer.h"
 
 namespace mtt::experiments {
 
@@ -25,6 +27,7 @@ json grid_json(const ExperimentSpec& spec, const std::vector<GridPoint>& points,
   json g = json::array();
   for (const auto& p : points) g.push_back({{"index", p.index}, {"id", p.id}, {"overrides", p.overrides}});
   return {{"format", "moshi-ttt/sweep/1"},
+          {"moshi_ttt", build_info()},
           {"spec", {{"path", spec.path}, {"name", spec.name}, {"experiment", spec.experiment}}},
           {"reduced", reduced},
           {"metrics", spec.metrics},
@@ -154,6 +157,11 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts) {
 SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, const ExperimentKind& kind) {
   if (opts.out_dir.empty()) throw Error(spec.path, "", "no output directory given", ErrorKind::Usage);
   fs::path out = opts.out_dir;
+  if (opts.device != "cpu") {
+    if (!kind.device_aware)
+      throw Error(spec.path, "--device", "experiment '" + kind.name + "' runs on the CPU only", ErrorKind::Usage);
+    training_device(opts.device);  // a usage error when there is no such device
+  }
   std::vector<GridPoint> points = expand_grid(spec, opts.reduced);
   json sj = grid_json(spec, points, opts.reduced);
   fs::path sweep_file = out / "sweep.json";
@@ -212,11 +220,11 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
         fs::remove_all(dir);
         make_output_dir(dir.string());
         write_file_atomic((dir / "config.json").string(), p.config.dump(2));
-        RunContext ctx{p, dir, opts.progress && opts.jobs == 1};
+        RunContext ctx{p, dir, opts.progress && opts.jobs == 1, opts.device};
         RunResult res = kind.run(ctx);
         write_file_atomic((dir / "result.json").string(),
                           json({{"id", p.id}, {"overrides", p.overrides}, {"metrics", res.metrics},
-                                {"evidence", res.evidence}})
+                                {"evidence", res.evidence}, {"moshi_ttt", build_info()}, {"device", opts.device}})
                               .dump(2));
         std::lock_guard<std::mutex> lock(mu);
         results[p.index] = std::move(res);

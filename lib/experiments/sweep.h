@@ -2,9 +2,10 @@
 // Runs a grid: one run dir per point, results written atomically, so a sweep killed at any moment
 // and run again with `resume` loses and duplicates nothing.
 //
-// <out>/sweep.json                 the spec and the grid (written first; checked on resume)
+// <out>/sweep.json                 the spec, the grid and the build (written first; checked on resume)
 // <out>/runs/<id>/config.json      the point's config
-// <out>/runs/<id>/result.json      written last, atomically: its presence marks the point done
+// <out>/runs/<id>/result.json      written last, atomically: its presence marks the point done; it
+//                                  names the build that computed it (moshi_ttt: version, commit)
 // <out>/summary.csv, summary.json  one row per point; verdict.json
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@ struct SweepOptions {
   bool reduced = false;  // the spec's CI-sized grid
   std::optional<std::size_t> only_index;  // one point (Slurm array task); no summary
   bool progress = true;
+  std::string device = "cpu";  // `--device`: cpu, cuda or cuda:N (kinds that train on a device)
 };
 
 struct SweepResult {

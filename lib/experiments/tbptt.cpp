@@ -26,6 +26,7 @@ MicroStep backward_in_chunks(const ChunkedSequence& seq, int64_t chunk, double d
     if (sl.loss.requires_grad()) (sl.loss / divisor).backward();
     ms.loss += sl.loss.item<double>();
     ms.tokens += sl.tokens;
+    ms.real_tokens = (ms.real_tokens < 0 ? 0 : ms.real_tokens) + (sl.real_tokens < 0 ? sl.tokens : sl.real_tokens);
     // Cut after every chunk: the carried values stay, their (freed) history goes.
     if (seq.detach_state) seq.detach_state();
   }

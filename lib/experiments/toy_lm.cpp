@@ -27,7 +27,18 @@ ToyTTTLM::ToyTTTLM(const ToyLMConfig& cfg, uint64_t seed) : cfg_(cfg) {
   bwd_gate_ = std::make_shared<ttt::SSMGating>(g);
 }
 
-at::Tensor ToyTTTLM::forward(const at::Tensor& tokens, ttt::TTTState* state, const ttt::Options& opt) {
+void ToyTTTLM::to(const at::Device& device) {
+  auto move = [&](at::Tensor& t) { t = t.detach().to(device).requires_grad_(t.requires_grad()); };
+  move(embed_);
+  move(out_norm_w_);
+  move(out_norm_b_);
+  move(fwd_gate_->gating_alpha);
+  move(bwd_gate_->gating_alpha);
+  ttt_->to(device);
+}
+
+at::Tensor ToyTTTLM::forward(const at::Tensor& tokens_in, ttt::TTTState* state, const ttt::Options& opt) {
+  const at::Tensor tokens = tokens_in.to(embed_.device());
   at::Tensor h = embed(tokens);
   h = h + fwd_gate_->forward(ttt_->forward(h, state, opt));
   h = at::layer_norm(h, {cfg_.ttt.model_dim}, out_norm_w_, out_norm_b_, 1e-5);
@@ -38,7 +49,7 @@ at::Tensor ToyTTTLM::lm_loss(const at::Tensor& tokens, ttt::TTTState* state, con
   at::Tensor logits = forward(tokens, state, opt);
   const int64_t L = tokens.size(1);
   at::Tensor pred = logits.narrow(1, 0, L - 1).reshape({-1, cfg_.vocab});
-  at::Tensor tgt = tokens.narrow(1, 1, L - 1).reshape({-1});
+  at::Tensor tgt = tokens.narrow(1, 1, L - 1).reshape({-1}).to(logits.device());
   return at::cross_entropy_loss(pred.to(at::kFloat), tgt);
 }
 

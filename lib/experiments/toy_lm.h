@@ -29,6 +29,8 @@ class ToyTTTLM {
   // Mean next-token cross-entropy over positions 0..L-2.
   at::Tensor lm_loss(const at::Tensor& tokens, ttt::TTTState* state, const ttt::Options& opt = {});
   NamedParams named_parameters();
+  // Moves every parameter to `device` (leaves keep their requires_grad); inputs follow the model.
+  void to(const at::Device& device);
   at::Tensor embed(const at::Tensor& tokens) const { return at::embedding(embed_, tokens); }
   ttt::TTTLayer& ttt_layer() { return *ttt_; }
   ttt::SSMGating& forward_gate() { return *fwd_gate_; }

@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 
 #include "experiments/synthetic_data.h"
+#include "experiments/trainer.h"
 
 namespace mtt::experiments {
 
@@ -21,6 +22,7 @@ ToyRun train_toy_lm(const RunContext& ctx, const ttt::Options& opt, const TrainH
   const auto& cfg = ctx.point.config;
   ToyRun run;
   run.model = std::make_unique<ToyTTTLM>(toy_config_from_json(cfg, ctx.point.id), cfg.value("seed", 0));
+  if (ctx.device != "cpu") run.model->to(training_device(ctx.device));
   TrainConfig tc = train_config_from_json(cfg, ctx.point.id);
   ToyTTTLM& m = *run.model;
   run.train = train(

@@ -1,11 +1,14 @@
 #include "experiments/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/GradMode.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -13,12 +16,36 @@
 #include "core/error.h"
 #include "core/output_set.h"
 #include "core/progress.h"
+#include "experiments/memory_stats.h"
+#include "experiments/metrics_logger.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "nn/tensor_io.h"
 
 namespace mtt::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+at::Device training_device(const std::string& spec, const std::string& flag) {
+  std::optional<at::Device> d;
+  try {
+    d = at::Device(spec);
+  } catch (const std::exception&) {
+  }
+  if (!d || !(d->is_cpu() || d->is_cuda()))
+    throw Error("", flag, "expected cpu, cuda or cuda:N, got '" + spec + "'", ErrorKind::Usage);
+  if (d->is_cuda()) {
+    const int n = at::detail::getCUDAHooks().deviceCount();
+    if (n <= 0)
+      throw Error("", flag, "no CUDA device is visible to LibTorch (a CPU-only LibTorch, no GPU or no driver)",
+                  ErrorKind::Usage);
+    if (d->has_index() && d->index() >= n)
+      throw Error("", flag, spec + ": only " + std::to_string(n) + " CUDA device(s) visible", ErrorKind::Usage);
+    if (!d->has_index()) d = at::Device(at::kCUDA, 0);
+  }
+  return *d;
+}
 
 bool is_ttt_param(const std::string& n) {
   return n.find("ttt") != std::string::npos || n.find("ssm") != std::string::npos;
@@ -94,18 +121,99 @@ at::Tensor AdamW::exp_avg_sq(const std::string& name) const {
   throw Error("", name, "no such parameter in the optimizer", ErrorKind::Internal);
 }
 
-std::string save_run_checkpoint(const std::string& run_dir, int step, const NamedParams& tensors,
-                                const json& model_config) {
+void AdamW::save_state(std::map<std::string, at::Tensor>& out) const {
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    out["optimizer.exp_avg." + params_[i].first] = m_[i];
+    out["optimizer.exp_avg_sq." + params_[i].first] = v_[i];
+  }
+}
+
+void AdamW::load_state(const std::map<std::string, at::Tensor>& in, int64_t steps, const std::string& file) {
+  c10::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    for (auto [prefix, dst] : {std::pair<const char*, at::Tensor*>{"optimizer.exp_avg.", &m_[i]},
+                               std::pair<const char*, at::Tensor*>{"optimizer.exp_avg_sq.", &v_[i]}}) {
+      auto it = in.find(prefix + params_[i].first);
+      if (it == in.end()) throw Error(file, prefix + params_[i].first, "missing from the training state");
+      if (!it->second.sizes().equals(dst->sizes()))
+        throw Error(file, prefix + params_[i].first, "shape differs from the model's parameter");
+      dst->copy_(it->second);
+    }
+  }
+  t_ = steps;
+}
+
+namespace {
+
+constexpr const char* kStateFile = "training_state.safetensors";
+constexpr const char* kStateFormat = "moshi-ttt/training-state/1";
+
+std::string checkpoint_name(int step) {
   char name[32];
   std::snprintf(name, sizeof name, "checkpoint_%06d", step);
-  fs::path dir = fs::path(run_dir) / "checkpoints" / name / "consolidated";
-  make_output_dir(dir.string());
+  return name;
+}
+
+// The settings that decide a run's trajectory: a resume must use the same ones.
+nlohmann::json trajectory_settings(const TrainConfig& c) {
+  return {{"max_steps", c.max_steps}, {"seed", c.seed}, {"batch_size", c.batch_size},
+          {"num_microbatches", c.num_microbatches}, {"max_norm", c.max_norm}, {"optim.lr", c.lr},
+          {"optim.weight_decay", c.weight_decay}, {"optim.pct_start", c.pct_start}, {"ttt.lr", c.ssm_lr},
+          {"tbptt_chunk", c.tbptt_chunk}, {"checkpoint_group", c.checkpoint_group}};
+}
+
+std::string num(double v) {
+  char b[40];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+
+// Per-run counters that the metrics carry across a resume (moshi-finetune's TrainState).
+struct RunState {
+  double elapsed = 0;       // seconds spent in steps
+  int64_t seen_tokens = 0;  // tokens of every step so far
+  std::optional<double> prev_alpha_raw;
+};
+
+at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+
+}  // namespace
+
+std::string save_run_checkpoint(const std::string& run_dir, int step, const NamedParams& tensors, const json& model_config,
+                                const std::map<std::string, ExtraCheckpointFile>& extra) {
+  const fs::path ckdir = fs::path(run_dir) / "checkpoints";
+  const std::string name = checkpoint_name(step);
+  const fs::path tmp = ckdir / ("tmp." + name), final_dir = ckdir / name;
+  fs::remove_all(tmp);
+  make_output_dir((tmp / "consolidated").string());
   std::map<std::string, at::Tensor> m;
   for (const auto& [n, t] : tensors) m[n] = t.detach().contiguous().cpu();
-  std::string path = (dir / "consolidated.safetensors").string();
-  nn::save_tensors(path, m, {{"format", "pt"}, {"step", std::to_string(step)}});
-  write_file_atomic((dir / "config.json").string(), model_config.dump(2));
-  return path;
+  nn::save_tensors((tmp / "consolidated" / "consolidated.safetensors").string(), m,
+                   {{"format", "pt"}, {"step", std::to_string(step)}});
+  write_file_atomic((tmp / "consolidated" / "config.json").string(), model_config.dump(2));
+  for (const auto& [file, content] : extra) {
+    std::map<std::string, at::Tensor> cpu;
+    for (const auto& [k, t] : content.tensors) cpu[k] = t.detach().contiguous().cpu();
+    nn::save_tensors((tmp / "consolidated" / file).string(), cpu, content.metadata);
+  }
+  // moshi-finetune's Checkpointer writes tmp.checkpoint_NNNNNN and renames it the same way.
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  return (final_dir / "consolidated" / "consolidated.safetensors").string();
+}
+
+int newest_resumable_step(const std::string& run_dir) {
+  std::error_code ec;
+  const fs::path ckdir = fs::path(run_dir) / "checkpoints";
+  int best = -1;
+  for (fs::directory_iterator it(ckdir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.rfind("checkpoint_", 0) != 0 || n.size() != 17) continue;
+    if (n.find_first_not_of("0123456789", 11) != std::string::npos) continue;
+    if (!fs::exists(it->path() / "consolidated" / kStateFile)) continue;
+    best = std::max(best, std::stoi(n.substr(11)));
+  }
+  return best;
 }
 
 TrainResult train(const NamedParams& params, const TrainConfig& cfg,
@@ -116,7 +224,7 @@ TrainResult train(const NamedParams& params, const TrainConfig& cfg,
       [&](int step, int micro, double divisor) {
         StepLoss sl = loss_fn(step, micro);
         (sl.loss / divisor).backward();
-        return MicroStep{sl.loss.item<double>(), sl.tokens};
+        return MicroStep{sl.loss.item<double>(), sl.tokens, sl.real_tokens};
       },
       run_dir, model_config, hooks, progress);
 }
@@ -132,22 +240,105 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
     if (np.second.requires_grad() && seen.insert(np.second.unsafeGetTensorImpl()).second) trainable.push_back(np);
   AdamW opt(trainable, cfg);
   TrainResult result;
-  std::ostringstream jsonl;
-  Progress bar("train", static_cast<uint64_t>(cfg.max_steps), progress);
-  const auto start = std::chrono::steady_clock::now();
-  int64_t total_tokens = 0;
-  const std::string metrics_path = run_dir.empty() ? "" : (fs::path(run_dir) / "metrics.train.jsonl").string();
-  if (!run_dir.empty()) make_output_dir(run_dir, "--out");
+  if (cfg.do_eval && !hooks.evaluate)
+    throw Error(run_dir, "do_eval", "this training has no eval split (set do_eval: false)", ErrorKind::Usage);
 
-  for (int step = 0; step < cfg.max_steps; ++step) {
+  // What the TTT fork's metrics add for a TTT model: the per-group lrs and the first gate in
+  // module order (the forward gate of the first TTT layer).
+  bool has_ttt = false;
+  for (const auto& [n, p] : trainable) has_ttt = has_ttt || is_ttt_param(n);
+  at::Tensor gate;
+  for (const auto& [n, p] : params) {
+    if (n.size() >= 12 && n.compare(n.size() - 12, 12, "gating_alpha") == 0) {
+      gate = p;
+      break;
+    }
+  }
+  const int device_index =
+      !trainable.empty() && trainable.front().second.is_cuda() ? trainable.front().second.get_device() : -1;
+
+  RunState rs;
+  int start = 0;
+  std::unique_ptr<MetricsLogger> train_log, eval_log;
+  if (!run_dir.empty()) {
+    fs::create_directories(run_dir);
+    std::error_code ec;
+    for (fs::directory_iterator it(fs::path(run_dir) / "checkpoints", ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().filename().string().rfind("tmp.checkpoint_", 0) == 0) fs::remove_all(it->path());  // a killed save
+    if (cfg.resume) {
+      const int s = newest_resumable_step(run_dir);
+      if (s > 0) {
+        const fs::path dir = fs::path(run_dir) / "checkpoints" / checkpoint_name(s) / "consolidated";
+        const std::string state_path = (dir / kStateFile).string();
+        auto file = io::SafetensorsFile::open(state_path);
+        const auto& meta = file->metadata();
+        auto get = [&](const char* k) {
+          auto it = meta.find(k);
+          if (it == meta.end()) throw Error(state_path, k, "missing from the training state's metadata");
+          return it->second;
+        };
+        if (get("format") != kStateFormat) throw Error(state_path, "format", "not a " + std::string(kStateFormat) + " file");
+        const json was = json::parse(get("train_config")), now = trajectory_settings(cfg);
+        for (auto it = now.begin(); it != now.end(); ++it)
+          if (!was.contains(it.key()) || was[it.key()] != it.value())
+            throw Error(state_path, it.key(),
+                        "the run was trained with " + (was.contains(it.key()) ? was[it.key()].dump() : std::string("none")) +
+                            ", the config now says " + it.value().dump() + ": a resume needs the same settings",
+                        ErrorKind::Usage);
+        const auto tensors = nn::load_tensors(state_path);
+        opt.load_state(tensors, std::stoll(get("optimizer_steps")), state_path);
+        // The weights of that step, into the live parameters (every name, aliases included).
+        const std::string weights = (dir / "consolidated.safetensors").string();
+        const auto saved = nn::load_tensors(weights);
+        {
+          c10::NoGradGuard no_grad;
+          for (const auto& [n, p] : params) {
+            auto it = saved.find(n);
+            if (it == saved.end()) throw Error(weights, n, "missing: this checkpoint is not of this model");
+            if (!it->second.sizes().equals(p.sizes())) throw Error(weights, n, "shape differs from the model's");
+            p.copy_(it->second);
+          }
+        }
+        // The RNG where the uninterrupted run had it after step s.
+        if (auto it = tensors.find("rng.cpu"); it != tensors.end()) {
+          at::Generator g = cpu_generator();
+          std::lock_guard<std::mutex> lock(g.mutex());
+          g.set_state(it->second);
+        }
+        if (auto it = tensors.find("rng.cuda"); it != tensors.end() && device_index >= 0) {
+          at::Generator g = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index)));
+          std::lock_guard<std::mutex> lock(g.mutex());
+          g.set_state(it->second);
+        }
+        rs.elapsed = std::stod(get("elapsed_time"));
+        rs.seen_tokens = std::stoll(get("n_seen_tokens"));
+        if (const std::string a = get("prev_gating_alpha_raw"); !a.empty()) rs.prev_alpha_raw = std::stod(a);
+        const int64_t pos = std::stoll(get("data_position"));
+        const int64_t expect = static_cast<int64_t>(s) * cfg.num_microbatches * cfg.batch_size;
+        if (pos != expect)
+          throw Error(state_path, "data_position", "is " + std::to_string(pos) + ", the step implies " + std::to_string(expect));
+        start = s;
+        result.resumed_from = s;
+      }
+      truncate_metrics_after(run_dir, "train", start);
+      truncate_metrics_after(run_dir, "eval", start);
+    }
+    train_log = std::make_unique<MetricsLogger>(run_dir, "train");
+    eval_log = std::make_unique<MetricsLogger>(run_dir, "eval");
+  }
+
+  Progress bar("train", static_cast<uint64_t>(cfg.max_steps), progress);
+  bar.set(static_cast<uint64_t>(start));
+  for (int step = start; step < cfg.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     for (auto& [n, p] : trainable) p.mutable_grad() = at::Tensor();
     double loss_sum = 0;
-    int64_t tokens = 0;
+    int64_t tokens = 0, real_tokens = 0;
     for (int micro = 0; micro < cfg.num_microbatches; ++micro) {
       MicroStep ms = micro_fn(step, micro, static_cast<double>(cfg.num_microbatches));
       loss_sum += ms.loss;
       tokens += ms.tokens;
+      real_tokens += ms.real_tokens < 0 ? ms.tokens : ms.real_tokens;
     }
     // Global L2 norm over every gradient (torch.nn.utils.clip_grad_norm_).
     double sq = 0;
@@ -167,30 +358,74 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
     StepRecord rec{step + 1, loss_sum / cfg.num_microbatches, lr, grad_norm};
     result.history.push_back(rec);
     if (hooks.after_step) hooks.after_step(rec);
-    total_tokens += tokens;
-    const auto now = std::chrono::steady_clock::now();
-    const double step_s = std::chrono::duration<double>(now - t0).count();
-    const double elapsed = std::chrono::duration<double>(now - start).count();
-    if (!metrics_path.empty() && (rec.step % std::max(1, cfg.log_freq) == 0 || rec.step == cfg.max_steps)) {
-      json line = {{"lr", lr},
-                   {"step", rec.step},
-                   {"loss", rec.loss},
-                   {"grad_norm", grad_norm},
-                   {"percent_done", 100.0 * rec.step / cfg.max_steps},
-                   {"peak_allocated_mem", 0.0},
-                   {"allocated_mem", 0.0},
-                   {"wps", step_s > 0 ? tokens / step_s : 0.0},
-                   {"avg_wps", elapsed > 0 ? total_tokens / elapsed : 0.0},
-                   {"eta_in_sec", elapsed / rec.step * (cfg.max_steps - rec.step)}};
-      jsonl << line.dump() << "\n";
-      write_file_atomic(metrics_path, jsonl.str());
+
+    // train.py's order: eval, then the step's timing, the train log line, the checkpoint.
+    if (cfg.do_eval && ((cfg.eval_freq > 0 && rec.step % cfg.eval_freq == 0) || rec.step == cfg.max_steps)) {
+      const double el = hooks.evaluate(rec.step);
+      EvalRecord er{rec.step, el, std::pow(2.0, el), rec.loss};
+      result.evals.push_back(er);
+      if (eval_log)
+        eval_log->log({{"step", er.step}, {"train_loss", er.train_loss}, {"perplexity", er.perplexity}, {"eval_loss", el}},
+                      rec.step);
+    }
+    const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rs.elapsed += step_s;
+    rs.seen_tokens += tokens;
+    if (train_log && rec.step % cfg.log_freq == 0) {
+      const MemoryStats mem = memory_stats(device_index);
+      constexpr double GB = 1024.0 * 1024.0 * 1024.0;
+      nlohmann::ordered_json m = {
+          {"lr", lr},
+          {"step", rec.step},
+          {"loss", rec.loss},
+          {"prob_real_tokens", tokens > 0 ? static_cast<double>(real_tokens) / static_cast<double>(tokens) : 0.0},
+          {"percent_done", 100.0 * rec.step / cfg.max_steps},
+          {"peak_allocated_mem", static_cast<double>(mem.peak_bytes) / GB},
+          {"allocated_mem", static_cast<double>(mem.current_bytes) / GB},
+          {"wps", step_s > 0 ? tokens / step_s : 0.0},
+          {"avg_wps", rs.elapsed > 0 ? rs.seen_tokens / rs.elapsed : 0.0},
+          {"eta_in_seconds", (cfg.max_steps - rec.step) * (rs.elapsed / rec.step)}};
+      if (has_ttt) {  // the fork's multi-lr fields (base, TTT weights, gating alpha)
+        m["lr_base"] = lr;
+        m["lr_ttt_weights"] = ssm_lr >= 0 ? ssm_lr : lr;
+        m["lr_ttt_alpha"] = ssm_lr >= 0 ? ssm_lr : lr;
+      }
+      if (gate.defined()) {
+        c10::NoGradGuard no_grad;
+        const double raw = gate.detach().to(at::kDouble).mean().item<double>();
+        m["ttt_gating_alpha"] = gate.detach().to(at::kDouble).tanh().mean().item<double>();
+        m["ttt_gating_alpha_raw"] = raw;
+        if (rs.prev_alpha_raw) m["ttt_alpha_change"] = std::abs(raw - *rs.prev_alpha_raw);
+        rs.prev_alpha_raw = raw;
+      }
+      train_log->log(m, rec.step);
     }
     bar.advance();
-    if (!run_dir.empty() && cfg.ckpt_freq > 0 && rec.step % cfg.ckpt_freq == 0 && rec.step != cfg.max_steps)
-      result.last_checkpoint = save_run_checkpoint(run_dir, rec.step, params, model_config);
+    if (!run_dir.empty() && cfg.do_ckpt &&
+        ((cfg.ckpt_freq > 0 && rec.step % cfg.ckpt_freq == 0) || rec.step == cfg.max_steps)) {
+      ExtraCheckpointFile st;
+      opt.save_state(st.tensors);
+      st.tensors["rng.cpu"] = cpu_generator().get_state();
+      if (device_index >= 0)
+        st.tensors["rng.cuda"] =
+            at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index))).get_state();
+      st.metadata = {{"format", kStateFormat},
+                     {"step", std::to_string(rec.step)},
+                     {"optimizer_steps", std::to_string(opt.steps())},
+                     {"elapsed_time", num(rs.elapsed)},
+                     {"n_seen_tokens", std::to_string(rs.seen_tokens)},
+                     {"data_position", std::to_string(static_cast<int64_t>(rec.step) * cfg.num_microbatches * cfg.batch_size)},
+                     {"prev_gating_alpha_raw", rs.prev_alpha_raw ? num(*rs.prev_alpha_raw) : ""},
+                     {"train_config", trajectory_settings(cfg).dump()}};
+      result.last_checkpoint = save_run_checkpoint(run_dir, rec.step, params, model_config, {{kStateFile, st}});
+      if (cfg.num_ckpt_keep) {
+        const auto steps = io::Checkpoint::list_steps(run_dir);
+        for (size_t i = 0; i + static_cast<size_t>(*cfg.num_ckpt_keep) < steps.size(); ++i)
+          fs::remove_all(fs::path(run_dir) / "checkpoints" / checkpoint_name(static_cast<int>(steps[i])));
+      }
+    }
   }
   bar.finish();
-  if (!run_dir.empty()) result.last_checkpoint = save_run_checkpoint(run_dir, cfg.max_steps, params, model_config);
   return result;
 }
 

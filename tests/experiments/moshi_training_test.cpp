@@ -53,7 +53,7 @@ TEST(MoshiTraining, SpeechSetTrainsAndTheRunDirIsInspectable) {
   EXPECT_TRUE(std::isfinite(res["final_loss"].get<double>()));
   const std::string metrics = read_file((dir / "run" / "metrics.train.jsonl").string());
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 2);
-  EXPECT_TRUE(json::parse(metrics.substr(0, metrics.find('\n'))).contains("grad_norm"));
+  EXPECT_TRUE(json::parse(metrics.substr(0, metrics.find('\n'))).contains("eta_in_seconds"));
 
   // ttt-inspect opens the run dir: the tiny hybrid's TTT layers are found.
   r = run_command(app_path("ttt-inspect").string() + " " + (dir / "run").string() + " --json");
@@ -80,21 +80,25 @@ TEST(MoshiTraining, BadConfigAndMissingCodecAreUsageErrors) {
     std::ofstream((dir / "g.yaml").string()) << "max_steps: 1\ncheckpoint_group: 2\n";
     std::ofstream((dir / "t.yaml").string()) << "max_steps: 1\ntbptt_chunk: -3\n";
   }
-  const std::string base = app_path("ttt-sweep").string() + " train --data " + (dir / "d.jsonl").string() +
-                           " --out " + (dir / "run").string() + " --config ";
-  auto r = run_command(base + (dir / "c.yaml").string());
+  // A fresh run dir each time: a failed run leaves its args.yaml, and a non-empty run dir is refused.
+  int n = 0;
+  auto base_cmd = [&] {
+    return app_path("ttt-sweep").string() + " train --data " + (dir / "d.jsonl").string() + " --out " +
+           (dir / ("run" + std::to_string(n++))).string() + " --config ";
+  };
+  auto r = run_command(base_cmd() + (dir / "c.yaml").string());
   EXPECT_EQ(r.status, 64) << r.err;
   EXPECT_NE(r.err.find("--tiny-mimi"), std::string::npos) << r.err;
   // checkpoint_group reaches the hybrid's TTT scan (recomputation groups): accepted, the run gets
   // as far as the data.
-  r = run_command(base + (dir / "g.yaml").string() + " --tiny-mimi");
+  r = run_command(base_cmd() + (dir / "g.yaml").string() + " --tiny-mimi");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find((dir / "a.wav").string()), std::string::npos) << r.err;
-  r = run_command(base + (dir / "t.yaml").string() + " --tiny-mimi");
+  r = run_command(base_cmd() + (dir / "t.yaml").string() + " --tiny-mimi");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("t.yaml: tbptt_chunk"), std::string::npos) << r.err;
   // The missing WAV is named.
-  r = run_command(base + (dir / "c.yaml").string() + " --tiny-mimi");
+  r = run_command(base_cmd() + (dir / "c.yaml").string() + " --tiny-mimi");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find((dir / "a.wav").string()), std::string::npos) << r.err;
 }

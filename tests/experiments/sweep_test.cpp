@@ -8,6 +8,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/version.h"
 #include "experiments/slurm.h"
 #include "test_util.h"
 
@@ -204,6 +205,40 @@ TEST(Sweep, SinglePointsThenSummarizeEqualsOneRun) {
   EXPECT_EQ(read_file(merged.summary_csv), read_file(whole.summary_csv));
   EXPECT_EQ(merged.verdict.text, whole.verdict.text);
   EXPECT_THROW(summarize_sweep((dir / "nothing").string(), &kind), Error);
+}
+
+}  // namespace
+}  // namespace mtt::experiments
+
+namespace mtt::experiments {
+namespace {
+
+TEST(Sweep, OutputsNameTheBuildAndDevicesAreChecked) {
+  test::TempDir dir;
+  ExperimentSpec s = parse_spec(kSpec, "descent.yaml");
+  SweepOptions o;
+  o.out_dir = (dir / "out").string();
+  o.progress = false;
+  o.reduced = true;
+  SweepResult r = run_sweep(s, o, descent_kind());
+  const json sweep = json::parse(read_file((dir / "out" / "sweep.json").string()));
+  EXPECT_EQ(sweep["moshi_ttt"], build_info());
+  const json result =
+      json::parse(read_file((dir / "out" / "runs" / r.points[0].point.id / "result.json").string()));
+  EXPECT_EQ(result["moshi_ttt"]["version"], version());
+  EXPECT_EQ(result["moshi_ttt"]["commit"], git_commit());
+  EXPECT_EQ(result["device"], "cpu");
+  // A kind that does not train on a device refuses one, before touching the out dir.
+  o.out_dir = (dir / "gpu").string();
+  o.device = "cuda";
+  try {
+    run_sweep(s, o, descent_kind());
+    FAIL() << "descent accepted --device cuda";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage);
+    EXPECT_NE(std::string(e.what()).find("CPU only"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir / "gpu"));
 }
 
 }  // namespace

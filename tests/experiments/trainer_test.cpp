@@ -49,7 +49,7 @@ TEST(Trainer, MatchesTorchAdamWOneCycleAndClipping) {
   std::string metrics = read_file((dir / "run" / "metrics.train.jsonl").string());
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), steps);
   auto first = nlohmann::json::parse(metrics.substr(0, metrics.find('\n')));
-  for (const char* k : {"lr", "step", "loss", "percent_done", "wps", "avg_wps", "eta_in_sec"})
+  for (const char* k : {"lr", "step", "loss", "percent_done", "wps", "avg_wps", "eta_in_seconds", "prob_real_tokens", "at"})
     EXPECT_TRUE(first.contains(k)) << k;
 }
 
