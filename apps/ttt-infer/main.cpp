@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
                  "base Moshi weights under an adapter-only run (default: its args.yaml moshi_paths.moshi_path); "
                  "without --checkpoint: the Moshi weights themselves");
   app.add_option("--lora-weight", o.lora_weight, "LoRA / adapter safetensors applied over the weights");
+  app.add_flag("--fuse-lora", o.fuse_lora,
+               "merge LoRA adapters into the weights at load (moshi's --fuse-lora); default: kept separate");
   app.add_option("--step", o.step, "run dirs: load checkpoint_<step> instead of the newest");
   app.add_option("--fork-numerics", o.fork_numerics,
                  "auto: the TTT fork's own numerics for runs it wrote (multi-layer query pass, stateless streaming); "

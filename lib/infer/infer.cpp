@@ -67,6 +67,7 @@ ModelOptions model_options_of(const InferOptions& opt) {
   mo.config = opt.config;
   mo.moshi_weight = opt.moshi_weight;
   mo.lora_weight = opt.lora_weight;
+  mo.fuse_lora = opt.fuse_lora;
   mo.model_folder = opt.hf_repo;
   mo.step = opt.step;
   if (opt.fork_numerics == "auto") mo.fork_numerics = moshi::ForkNumerics::automatic;

@@ -32,6 +32,7 @@ struct InferOptions {
   std::string checkpoint;            // Moshi(-TTT) weights: file, shards, model folder or run dir
   std::string moshi_weight;          // base weights under an adapter-only run (moshi's --moshi-weight)
   std::string lora_weight;           // LoRA / adapter file over the weights (moshi's --lora-weight)
+  bool fuse_lora = false;            // merge LoRA adapters at load (moshi's --fuse-lora); else kept separate
   std::string hf_repo;               // a local model folder: base weights, Mimi, tokenizer, config defaults
   std::optional<int64_t> step;       // run dirs: this checkpoint step
   std::string fork_numerics = "auto";  // auto | fork | ours (moshi/model_source.h)

@@ -135,8 +135,7 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   if (m.codec) m.codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
   m.lm = std::make_unique<moshi::LMModel>(lcfg);
   if (source) {
-    moshi::LoadOptions lo;
-    lo.dtype = opt.dtype;
+    const moshi::LoadOptions lo = moshi::load_options(*source, opt.dtype, opt.fuse_lora);
     auto rep = m.lm->load(moshi::weight_tensors(*source), lo, opt.checkpoint);
     m.label = "loaded " + source->describe() + ": " + rep.summary();
     if (tiny) m.label = "[tiny] tiny Mimi with random weights (seed " + std::to_string(opt.seed) + "); " + m.label;

@@ -29,6 +29,7 @@ struct ModelOptions {
   std::string config;        // moshi config.json (default: the run's / model folder's, else moshiko 7B)
   std::string moshi_weight;  // base weights under an adapter-only run (default: its moshi_paths.moshi_path)
   std::string lora_weight;   // a LoRA / adapter file applied over the weights
+  bool fuse_lora = false;    // merge LoRA adapters into the weights at load (moshi's --fuse-lora)
   std::string model_folder;  // --hf-repo: defaults for base weights, Mimi, tokenizer and config
   std::optional<int64_t> step;  // run dirs: this checkpoint step instead of the newest
   moshi::ForkNumerics fork_numerics = moshi::ForkNumerics::automatic;

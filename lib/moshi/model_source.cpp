@@ -374,17 +374,20 @@ ModelSource resolve_model_source(const std::string& path, const ModelSourceOptio
   if (t.enable && t.variant == TTTVariant::fork_hybrid) {
     if (want_fork) {
       const char* why = fork_run ? "written by the TTT fork" : "--fork-numerics fork";
-      if (t.ttt_mlp_layers >= 3) {
-        t.multilayer_query = ttt::MultiLayerQuery::fork_updated;
+      t.multilayer_query = ttt::fork_multilayer_query(t.ttt_mlp_layers);
+      t.streaming_state = ttt::fork_streaming_state(t.ttt_mlp_layers);
+      if (t.multilayer_query == ttt::MultiLayerQuery::fork_updated)
         src.numerics.push_back(std::string("multi-layer TTT-MLP query pass: fork_updated (the fork's "
                                            "compute_multi_layer_mini_batch queries the already-updated W_k/b_k; ") + why + ")");
-      }
-      if (t.ttt_mlp_layers == 2) {
-        t.streaming_state = ttt::StreamingState::fork_restart;
-        src.numerics.push_back(std::string("streaming: fork_restart (the fork's 2-layer TTTMLP.ttt never writes its state "
-                                           "back: every frame restarts from W0 although persistent_states is ") +
-                               (t.persistent_states ? "true" : "false") + "; " + why + ")");
-      }
+      if (t.streaming_state == ttt::StreamingState::fork_restart)
+        src.numerics.push_back(std::string("streaming: fork_restart (the fork's ") +
+                               (t.ttt_mlp_layers <= 1 ? "TTTLinear" : "2-layer TTTMLP") +
+                               ".ttt never writes its state back: every frame restarts from W0 although "
+                               "persistent_states is " + (t.persistent_states ? "true" : "false") + "; " + why + ")");
+      if (t.streaming_state == ttt::StreamingState::fork_batch0)
+        src.numerics.push_back(std::string("streaming: fork_batch0 (the fork's TTTMLPMultiLayer writes batch item 0's "
+                                           "state into its weights after every frame: every item continues from it; ") +
+                               why + ")");
     }
     if (src.numerics.empty())
       src.numerics.push_back(std::string("TTT numerics: dual-form query pass, persistent streaming state") +

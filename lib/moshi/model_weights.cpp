@@ -10,4 +10,15 @@ std::map<std::string, at::Tensor> weight_tensors(const ModelSource& source) {
   return views;
 }
 
+LoadOptions load_options(const ModelSource& source, at::ScalarType dtype, bool fuse_lora) {
+  LoadOptions o;
+  o.dtype = dtype;
+  o.lora.enable = source.lora.enable;
+  o.lora.rank = source.lora.rank;
+  o.lora.scaling = source.lora.scaling;
+  o.lora.ft_embed = source.lora.ft_embed;
+  o.fuse_lora = fuse_lora;
+  return o;
+}
+
 }  // namespace mtt::moshi

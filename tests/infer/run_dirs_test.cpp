@@ -142,12 +142,9 @@ TEST_P(RunDir, ForwardEqualsTheForksLogits) {
   c10::NoGradGuard ng;
   const Case& c = GetParam();
   const moshi::ModelSource s = resolve(c);
-  if (s.lora.enable) GTEST_SKIP() << "LoRA loading (issue 12 item 2) is not in LMModel yet";
-  if (s.config.ttt.multilayer_query == ttt::MultiLayerQuery::fork_updated)
-    GTEST_SKIP() << "the fork's multi-layer query pass (issue 12 item 3) is not implemented yet";
   const Ref ref = open_ref(c);
   moshi::LMModel lm(s.config);
-  lm.load(moshi::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), moshi::load_options(s), s.path);
   const auto out = lm.forward(ref.get("codes"));
   EXPECT_TRUE(at::equal(out.mask, ref.get("mask").to(at::kBool)));
   EXPECT_LE(rel_err(out.logits, ref.get("logits"), ref.get("mask")), 1e-5);
@@ -162,9 +159,8 @@ TEST_P(RunDir, OurDualFormEqualsTheForkPatchedToIt) {
   if (!ref.has("dual.logits")) GTEST_SKIP() << "no dual-form reference in this case";
   const moshi::ModelSource s = resolve(c, moshi::ForkNumerics::ours);
   EXPECT_EQ(s.config.ttt.multilayer_query, ttt::MultiLayerQuery::dual);
-  if (s.lora.enable) GTEST_SKIP() << "LoRA loading (issue 12 item 2) is not in LMModel yet";
   moshi::LMModel lm(s.config);
-  lm.load(moshi::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), moshi::load_options(s), s.path);
   const auto out = lm.forward(ref.get("codes"));
   EXPECT_LE(rel_err(out.logits, ref.get("dual.logits"), ref.get("mask")), 1e-5);
   EXPECT_LE(rel_err(out.text_logits, ref.get("dual.text_logits"), ref.get("text_mask")), 1e-5);
@@ -176,9 +172,8 @@ TEST_P(RunDir, GatesAtZeroEqualTheForkWithItsGatesAtZero) {
   const Ref ref = open_ref(c);
   if (!ref.has("gate0.logits")) GTEST_SKIP() << "no gate-0 reference (In-Place runs have no gates)";
   const moshi::ModelSource s = resolve(c);
-  if (s.lora.enable) GTEST_SKIP() << "LoRA loading (issue 12 item 2) is not in LMModel yet";
   moshi::LMModel lm(s.config);
-  lm.load(moshi::weight_tensors(s), {}, s.path);
+  lm.load(moshi::weight_tensors(s), moshi::load_options(s), s.path);
   int gates = 0;
   for (auto& [name, t] : lm.named_parameters())
     if (name.find("ssm_gating.gating_alpha") != std::string::npos) {
@@ -189,6 +184,64 @@ TEST_P(RunDir, GatesAtZeroEqualTheForkWithItsGatesAtZero) {
   const auto out = lm.forward(ref.get("codes"));
   EXPECT_LE(rel_err(out.logits, ref.get("gate0.logits"), ref.get("gate0.mask")), 1e-5);
   EXPECT_LE(rel_err(out.text_logits, ref.get("gate0.text_logits"), ref.get("gate0.text_mask")), 1e-5);
+}
+
+// Teacher-forced streaming as tests/data/fork_runs/README.md: one frame per forward_text call, the
+// depformer per frame in its own state on the true tokens, undelayed as LMModel.forward.
+moshi::LMOutput teacher_forced_stream(moshi::LMModel& m, const at::Tensor& codes) {
+  const moshi::LMConfig& c = m.config();
+  const int64_t B = codes.size(0), T = codes.size(2);
+  const at::Tensor delayed = moshi::delayed_with_initial(c, codes);
+  moshi::LMState st = m.new_state(B);
+  std::vector<at::Tensor> tl, al;
+  for (int64_t t = 0; t < T; ++t) {
+    auto [h, text_logits] = m.forward_text(delayed.narrow(2, t, 1), &st);
+    tl.push_back(text_logits);
+    moshi::TransformerState dep = m.new_depformer_state(B);
+    std::vector<at::Tensor> ks;
+    for (int64_t k = 0; k < c.dep_q; ++k) ks.push_back(m.depformer_step(k, delayed.select(1, k).select(1, t + 1), h, dep));
+    al.push_back(at::stack(ks, 1).unsqueeze(2));
+  }
+  moshi::LMOutput o;
+  std::vector<int64_t> ad(c.delays.begin() + 1, c.delays.begin() + 1 + c.dep_q);
+  o.logits = moshi::undelay_sequence(ad, at::cat(al, 2), std::nan("")).first;
+  o.text_logits = moshi::undelay_sequence({c.delays[0]}, at::cat(tl, 2), std::nan("")).first;
+  return o;
+}
+
+TEST_P(RunDir, StreamInForkModeEqualsTheForksStream) {
+  // The numerics the resolver picks for a TTT-fork run (fork_restart for the 2-layer TTT-MLP,
+  // fork_batch0 for TTTMLPMultiLayer) reproduce the fork's model.streaming() frame by frame.
+  c10::NoGradGuard ng;
+  const Case& c = GetParam();
+  const Ref ref = open_ref(c);
+  if (!ref.has("stream.logits")) GTEST_SKIP() << "no stream reference in this case";
+  const moshi::ModelSource s = resolve(c);
+  if (s.writer != moshi::RunWriter::ttt_fork)
+    GTEST_SKIP() << "the In-Place port's legacy stream (per-frame conv target, w_down written per chunk; "
+                    "tests/data/inplace_runs/README.md) is not a variant of ours";
+  moshi::LMModel lm(s.config);
+  lm.load(moshi::weight_tensors(s), moshi::load_options(s), s.path);
+  const auto out = teacher_forced_stream(lm, ref.get("codes"));
+  const std::string m = ref.has("stream.mask") ? "stream.mask" : "mask";
+  const std::string tm = ref.has("stream.text_mask") ? "stream.text_mask" : "text_mask";
+  EXPECT_LE(rel_err(out.logits, ref.get("stream.logits"), ref.get(m)), 1e-5);
+  EXPECT_LE(rel_err(out.text_logits, ref.get("stream.text_logits"), ref.get(tm)), 1e-5);
+}
+
+TEST_P(RunDir, LoraMergedAtLoadEqualsTheForksLogits) {
+  c10::NoGradGuard ng;
+  const Case& c = GetParam();
+  const moshi::ModelSource s = resolve(c);
+  if (!s.lora.enable) GTEST_SKIP() << "no LoRA adapters in this run";
+  const Ref ref = open_ref(c);
+  moshi::LMModel lm(s.config);
+  const auto rep = lm.load(moshi::weight_tensors(s), moshi::load_options(s, at::kFloat, /*fuse_lora=*/true), s.path);
+  EXPECT_TRUE(rep.lora_fused);
+  EXPECT_EQ(lm.lora_linears(), 0);
+  const auto out = lm.forward(ref.get("codes"));
+  EXPECT_LE(rel_err(out.logits, ref.get("logits"), ref.get("mask")), 1e-5);
+  EXPECT_LE(rel_err(out.text_logits, ref.get("text_logits"), ref.get("text_mask")), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Data, RunDir, ::testing::ValuesIn(cases()), [](const ::testing::TestParamInfo<Case>& i) {
