@@ -64,7 +64,7 @@ RunResult run_inplace_update(const RunContext& ctx) {
     moshi::LMConfig ci = c;
     ci.ttt.inplace_lr = the_lr;
     auto m = std::make_unique<moshi::LMModel>(ci);
-    if (src) m->load(moshi::weight_tensors(*src), {}, src->path);
+    if (src) m->load(moshi::weight_tensors(*src), moshi::load_options(*src), src->path);
     else m->init_random(seed);
     m->set_requires_grad(false);
     return m;
