@@ -19,9 +19,9 @@ std::string ref_python() {
 TEST(TextTokenizer, MatchesPythonSentencePiece) {
   if (!mtt::io::TextTokenizer::available()) GTEST_SKIP() << "built without sentencepiece";
   const std::string py = ref_python();
-  if (py.empty() || !std::filesystem::exists(py)) GTEST_SKIP() << "MTT_REF_PYTHON missing: " << py;
+  if (py.empty() || !std::filesystem::exists(py)) MTT_REFERENCE_UNAVAILABLE("MTT_REF_PYTHON missing: " + py);
   if (mtt::test::run_command(py + " -c 'import sentencepiece'").status != 0)
-    GTEST_SKIP() << "no sentencepiece Python package in " << py;
+    MTT_REFERENCE_UNAVAILABLE("no sentencepiece Python package in " + py);
   mtt::test::TempDir dir;
   auto r = mtt::test::run_command(py + " " + (mtt::test::source_dir() / "tests/io/text_tokenizer_ref.py").string() +
                                   " " + dir.path().string());

@@ -39,7 +39,7 @@ void run_parity(const std::string& name, const MimiConfig& cfg) {
   std::string why;
   std::string dir = mtt::test::mimi_reference(name, why);
   if (dir.empty()) {
-    if (!why.empty()) GTEST_SKIP() << why;
+    if (!why.empty()) MTT_REFERENCE_UNAVAILABLE(why);
     return;
   }
   at::NoGradGuard ng;

@@ -3,9 +3,10 @@
 // (bf16-rounded) weights, and with the PyPI moshi package run in bf16 on those weights.
 //
 // Tolerance: errors are measured relative to the logits' spread, rel = max|a - b| / std(b).
-// bf16 keeps 8 mantissa bits (unit round-off 2^-9 = 0.2%); through the tiny LM's 4 + 2 layers the
-// measured rel error is a few percent, so the tests allow 0.1 (and require the error to be
-// nonzero, i.e. bf16 really ran).
+// bf16 keeps 8 mantissa bits (unit round-off 2^-9 = 0.2%); through the tiny LMs' layers the
+// measured rel error is 2-6%. Each bound below is about twice the error measured for that
+// comparison (1 and 2 threads gave the same figures), and every test also requires the error to be
+// nonzero (bf16 really ran).
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -27,7 +28,24 @@ namespace {
 using testing::max_abs;
 using testing::random_codes;
 
-constexpr double kBf16RelTol = 0.1;
+// Measured max|a - b| / std(b), ours in bf16 against ours in f32 on the same bf16-rounded weights
+// (LogitsCloseToF32AndStreamingRuns): audio logits, text logits, worst streamed text step.
+struct Bf16Noise {
+  const char* name;
+  double audio, text, step;
+};
+constexpr Bf16Noise kTiny{"tiny", 0.0354, 0.0265, 0.0243};
+constexpr Bf16Noise kGoldenTest{"golden_test", 0.0266, 0.0226, 0.0212};
+constexpr Bf16Noise kTinyHybrid{"tiny fork hybrid", 0.0447, 0.0311, 0.0287};
+// Ours in bf16 against the PyPI moshi package in bf16 (MatchesUpstreamRunInBf16): audio, text.
+// Upstream's own bf16 error against our f32 was 0.0570 / 0.0262 (tiny), 0.0285 / 0.0365
+// (golden_test); ours 0.0393 / 0.0261 and 0.0394 / 0.0285, i.e. at most 1.4x upstream's.
+struct UpstreamNoise {
+  double audio, text;
+};
+constexpr UpstreamNoise kTinyVsUpstream{0.0399, 0.0216};
+constexpr UpstreamNoise kGoldenVsUpstream{0.0348, 0.0220};
+constexpr double kTwice = 2.0;
 
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return max_abs(a, b) / b.to(at::kDouble).std().item<double>();
@@ -99,7 +117,9 @@ TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
   hybrid.ttt.layers = "middle";
   hybrid.ttt.mini_batch_size = 4;
   hybrid.ttt.initial_gating_alpha = 0.3;
-  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test(), hybrid}) {
+  const std::vector<std::pair<LMConfig, Bf16Noise>> cases = {
+      {LMConfig::tiny(), kTiny}, {LMConfig::golden_test(), kGoldenTest}, {hybrid, kTinyHybrid}};
+  for (const auto& [c, noise] : cases) {
     auto sd = bf16_weights(c, 52);
     LMModel mb(c), mf(c);
     LoadOptions ob;
@@ -110,20 +130,23 @@ TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
     auto [ab, tb] = valid_logits(mb.forward(codes));
     auto [af, tf] = valid_logits(mf.forward(codes));
     const double ra = rel_err(ab, af), rt = rel_err(tb, tf);
-    std::printf("[bf16 vs f32, %s] audio logits rel %.4f, text logits rel %.4f\n",
-                c.ttt.enable ? "tiny fork hybrid" : c.dim == 64 ? "tiny" : "golden_test", ra, rt);
-    EXPECT_LE(ra, kBf16RelTol);
-    EXPECT_LE(rt, kBf16RelTol);
-    EXPECT_GT(ra + rt, 0.0);  // bf16 really ran
+    std::printf("[bf16 vs f32, %s] audio logits rel %.4f, text logits rel %.4f\n", noise.name, ra, rt);
+    EXPECT_LE(ra, kTwice * noise.audio) << noise.name;
+    EXPECT_LE(rt, kTwice * noise.text) << noise.name;
+    EXPECT_GT(ra, 0.0);  // bf16 really ran
+    EXPECT_GT(rt, 0.0);
     // Streaming in bf16 (KV ring in bf16, wraps after 4 steps): per-step text logits follow the f32 model.
     at::Tensor seq = random_codes(c, 2, 10, 54);
     LMState sb = mb.new_state(2), sf = mf.new_state(2);
+    double worst_step = 0;
     for (int64_t n = 0; n < 10; ++n) {
       at::Tensor lb = mb.forward_text(seq.narrow(2, n, 1), &sb).second;
       at::Tensor lf = mf.forward_text(seq.narrow(2, n, 1), &sf).second;
       EXPECT_EQ(lb.scalar_type(), at::kBFloat16);
-      EXPECT_LE(rel_err(lb, lf), kBf16RelTol) << "step " << n;
+      worst_step = std::max(worst_step, rel_err(lb, lf));
+      EXPECT_LE(rel_err(lb, lf), kTwice * noise.step) << noise.name << " step " << n;
     }
+    std::printf("[bf16 vs f32 streaming] worst per-step text logits rel %.4f\n", worst_step);
     // LMGen in bf16 hands f32 logits to the sampler.
     LMGen gb(mb, SamplingOptions::greedy());
     gb.reset(2);
@@ -136,7 +159,9 @@ TEST(MoshiBf16, LogitsCloseToF32AndStreamingRuns) {
 TEST(MoshiBf16, MatchesUpstreamRunInBf16) {
   MTT_REQUIRE_MOSHI_REF();
   at::NoGradGuard ng;
-  for (const LMConfig& c : {LMConfig::tiny(), LMConfig::golden_test()}) {
+  const std::vector<std::pair<LMConfig, UpstreamNoise>> cases = {{LMConfig::tiny(), kTinyVsUpstream},
+                                                                  {LMConfig::golden_test(), kGoldenVsUpstream}};
+  for (const auto& [c, noise] : cases) {
     auto sd = bf16_weights(c, 55);
     LMModel mb(c), mf(c);
     LoadOptions ob;
@@ -157,10 +182,11 @@ TEST(MoshiBf16, MatchesUpstreamRunInBf16) {
     std::printf("[bf16, %s] audio rel: ours-f32 %.4f upstream-f32 %.4f ours-upstream %.4f; text rel: %.4f %.4f %.4f\n",
                 c.dim == 64 ? "tiny" : "golden_test", ours, theirs, between, rel_err(tb, tf), rel_err(tu, tf),
                 rel_err(tb, tu));
-    EXPECT_LE(between, kBf16RelTol);
-    EXPECT_LE(rel_err(tb, tu), kBf16RelTol);
-    // Our f32 softmax/statistics are no worse than upstream's bf16 run (within the same margin).
-    EXPECT_LE(ours, theirs + kBf16RelTol / 2);
+    EXPECT_LE(between, kTwice * noise.audio);
+    EXPECT_LE(rel_err(tb, tu), kTwice * noise.text);
+    EXPECT_GT(between, 0.0);
+    // Our f32 softmax/statistics keep our bf16 error within twice upstream's own bf16 error.
+    EXPECT_LE(ours, kTwice * theirs);
   }
 }
 

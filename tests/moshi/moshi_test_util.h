@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -49,11 +50,18 @@ inline void expect_params_match_schema(LMModel& m) {
   for (auto& [n, shape] : model) EXPECT_TRUE(schema.count(n)) << "model parameter " << n << " is not declared";
 }
 
+// The reference venv's python: MTT_REF_PYTHON from the environment (scripts/test.sh exports it),
+// else the one configured into the build.
+inline std::string ref_python() {
+  if (const char* p = std::getenv("MTT_REF_PYTHON")) return p;
+  return MTT_REF_PYTHON;
+}
+
 inline bool ref_available(std::string* why) {
   static int cached = -1;
   static std::string reason;
   if (cached < 0) {
-    const std::string py = MTT_REF_PYTHON;
+    const std::string py = ref_python();
     if (py.empty() || !std::filesystem::exists(py)) {
       cached = 0;
       reason = "reference venv missing (MTT_REF_PYTHON='" + py + "')";
@@ -67,10 +75,10 @@ inline bool ref_available(std::string* why) {
   return cached == 1;
 }
 
-#define MTT_REQUIRE_MOSHI_REF()                                            \
-  do {                                                                     \
-    std::string why_;                                                      \
-    if (!::mtt::moshi::testing::ref_available(&why_)) GTEST_SKIP() << why_; \
+#define MTT_REQUIRE_MOSHI_REF()                                                       \
+  do {                                                                                \
+    std::string why_;                                                                 \
+    if (!::mtt::moshi::testing::ref_available(&why_)) MTT_REFERENCE_UNAVAILABLE(why_); \
   } while (0)
 
 struct RefRun {
@@ -95,7 +103,7 @@ inline std::map<std::string, at::Tensor> run_ref(RefRun& run, const std::string&
   const std::string in = (run.dir / (mode + "_in.safetensors")).string();
   const std::string out = (run.dir / (mode + "_out.safetensors")).string();
   nn::save_tensors(in, inputs);
-  auto r = test::run_command(std::string(MTT_REF_PYTHON) + " " + script + " " + mode + " " + run.config + " " +
+  auto r = test::run_command(ref_python() + " " + script + " " + mode + " " + run.config + " " +
                              run.weights + " " + in + " " + out + " " + extra);
   EXPECT_EQ(r.status, 0) << r.err;
   if (r.status != 0) return {};
