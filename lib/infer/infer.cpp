@@ -57,11 +57,7 @@ json InferResult::to_json() const {
           {"wall_seconds", wall_seconds}, {"rtf", rtf},              {"audio_codes", audio_codes}};
 }
 
-InferResult run_inference(const InferOptions& opt, std::ostream& log) {
-  c10::NoGradGuard no_grad;
-  // The input first: a bad file fails before any model is built.
-  std::vector<float> pcm = io::load_mono(opt.input);
-  // --- models ---
+ModelOptions model_options_of(const InferOptions& opt) {
   ModelOptions mo;
   mo.random_preset = opt.tiny ? "tiny" : opt.random_preset;
   mo.ttt_layers = opt.ttt_layers;
@@ -85,6 +81,59 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   } catch (const std::exception&) {
     throw Error("", "--device", "expected cpu, cuda or cuda:N, got '" + opt.device + "'", ErrorKind::Usage);
   }
+  return mo;
+}
+
+std::vector<GateStats> apply_gate_overrides(moshi::LMModel& lm, const GateOverride& gates, std::ostream& log,
+                                            std::vector<std::string>* applied) {
+  std::vector<GateStats> stats;
+  std::vector<std::string> done;
+  auto& layers = lm.transformer().layers();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    auto& hb = layers[i].hybrid;
+    if (!hb) continue;
+    const int li = static_cast<int>(i);
+    for (auto [name, gate] : {std::pair<const char*, ttt::SSMGating*>{"forward_ssm_gating", &hb->forward_gate()},
+                              std::pair<const char*, ttt::SSMGating*>{"backward_ssm_gating", &hb->backward_gate()}}) {
+      std::optional<double> a = gates.alpha;
+      if (auto it = gates.alpha_per_layer.find(li); it != gates.alpha_per_layer.end()) a = it->second;
+      if (a) {
+        gate->force_alpha(*a);
+        done.push_back(gate_key(li, name) + " := " + std::to_string(*a));
+      }
+      if (gates.multiplier) {
+        gate->force_multiplier(*gates.multiplier);
+        done.push_back(gate_key(li, name) + " multiplier := " + std::to_string(*gates.multiplier));
+      }
+      stats.push_back(stats_of(li, name, *gate));
+    }
+  }
+  for (const auto& o : done) log << "set " << o << "\n";
+  if (!stats.empty()) {
+    log << "TTT gates (the branch is multiplied by tanh(alpha) and added to the residual):\n";
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "  %-5s %-20s %9s %9s %9s %9s %10s\n", "layer", "gate", "mean", "min", "max", "std",
+                  "tanh(a) %");
+    log << buf;
+    for (const auto& s : stats) {
+      std::snprintf(buf, sizeof buf, "  %-5d %-20s %9.4f %9.4f %9.4f %9.4f %9.2f%%%s\n", s.layer, s.gate.c_str(),
+                    s.alpha_mean, s.alpha_min, s.alpha_max, s.alpha_std, s.multiplier_mean_pct,
+                    s.overridden ? "  (forced)" : "");
+      log << buf;
+    }
+  } else {
+    log << "no TTT layers in this model\n";
+  }
+  if (applied) *applied = std::move(done);
+  return stats;
+}
+
+InferResult run_inference(const InferOptions& opt, std::ostream& log) {
+  c10::NoGradGuard no_grad;
+  // The input first: a bad file fails before any model is built.
+  std::vector<float> pcm = io::load_mono(opt.input);
+  // --- models ---
+  ModelOptions mo = model_options_of(opt);
   // Small models stream faster on one thread: LibTorch's OpenMP workers spin between the many
   // tiny ops of a frame, which costs far more than it saves on a busy machine (tiny model, 2 busy
   // cores: RTF 2.2 with 2 threads, 0.06 with 1).
@@ -97,42 +146,7 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
 
   // --- gates: overrides, then the statistics generation will use ---
   InferResult res;
-  auto& layers = lm.transformer().layers();
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    auto& hb = layers[i].hybrid;
-    if (!hb) continue;
-    const int li = static_cast<int>(i);
-    for (auto [name, gate] : {std::pair<const char*, ttt::SSMGating*>{"forward_ssm_gating", &hb->forward_gate()},
-                              std::pair<const char*, ttt::SSMGating*>{"backward_ssm_gating", &hb->backward_gate()}}) {
-      std::optional<double> a = opt.gates.alpha;
-      if (auto it = opt.gates.alpha_per_layer.find(li); it != opt.gates.alpha_per_layer.end()) a = it->second;
-      if (a) {
-        gate->force_alpha(*a);
-        res.overrides_applied.push_back(gate_key(li, name) + " := " + std::to_string(*a));
-      }
-      if (opt.gates.multiplier) {
-        gate->force_multiplier(*opt.gates.multiplier);
-        res.overrides_applied.push_back(gate_key(li, name) + " multiplier := " + std::to_string(*opt.gates.multiplier));
-      }
-      res.gates.push_back(stats_of(li, name, *gate));
-    }
-  }
-  for (const auto& o : res.overrides_applied) log << "set " << o << "\n";
-  if (!res.gates.empty()) {
-    log << "TTT gates (the branch is multiplied by tanh(alpha) and added to the residual):\n";
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "  %-5s %-20s %9s %9s %9s %9s %10s\n", "layer", "gate", "mean", "min", "max", "std",
-                  "tanh(a) %");
-    log << buf;
-    for (const auto& s : res.gates) {
-      std::snprintf(buf, sizeof buf, "  %-5d %-20s %9.4f %9.4f %9.4f %9.4f %9.2f%%%s\n", s.layer, s.gate.c_str(),
-                    s.alpha_mean, s.alpha_min, s.alpha_max, s.alpha_std, s.multiplier_mean_pct,
-                    s.overridden ? "  (forced)" : "");
-      log << buf;
-    }
-  } else {
-    log << "no TTT layers in this model\n";
-  }
+  res.gates = apply_gate_overrides(lm, opt.gates, log, &res.overrides_applied);
 
   // --- audio in, frame by frame ---
   const int64_t fs = codec->frame_size();

@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+namespace mtt::moshi {
+class LMModel;
+}
+
 namespace mtt::infer {
 
 struct GateOverride {
@@ -64,5 +68,14 @@ struct InferResult {
 };
 
 InferResult run_inference(const InferOptions& opt, std::ostream& log);
+
+struct ModelOptions;
+// The model part of the flags as build_models takes it; a bad --dtype or --device is a usage Error.
+ModelOptions model_options_of(const InferOptions& opt);
+
+// Applies the gate overrides to every TTT gate of `lm` (forward and backward), logs each override
+// and the resulting gate table on `log`, and returns the statistics the model now runs with.
+std::vector<GateStats> apply_gate_overrides(moshi::LMModel& lm, const GateOverride& gates, std::ostream& log,
+                                            std::vector<std::string>* applied = nullptr);
 
 }  // namespace mtt::infer

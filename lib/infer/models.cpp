@@ -105,7 +105,7 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
     }
   }
   if (random) {
-    m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mcfg, opt.seed));
+    if (opt.need_codec) m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mcfg, opt.seed));
     if (tiny && !source) {
       lcfg = tiny_lm_config(mcfg, opt.ttt_layers);
     } else if (!tiny) {
@@ -118,18 +118,21 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   } else {
     if (!source)
       throw Error("", "--checkpoint", "a Moshi(-TTT) checkpoint is required (or --tiny)", ErrorKind::Usage);
-    const std::string mimi = !opt.mimi_weight.empty() ? opt.mimi_weight : source->mimi_path;
-    if (mimi.empty())
-      throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
-    m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi, mcfg));
     std::error_code ec;
     if (!source->tokenizer_path.empty() && std::filesystem::is_regular_file(source->tokenizer_path, ec))
       m.tokenizer_path = source->tokenizer_path;
-    check_codec_fits(lcfg, mcfg, source->config_files.empty() ? opt.checkpoint : source->config_files.front(), mimi);
+    if (opt.need_codec) {
+      const std::string mimi = !opt.mimi_weight.empty() ? opt.mimi_weight : source->mimi_path;
+      if (mimi.empty())
+        throw Error("", "--mimi-weight", "a Mimi checkpoint is required (or --tiny)", ErrorKind::Usage);
+      m.codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi, mcfg));
+      check_codec_fits(lcfg, mcfg, source->config_files.empty() ? opt.checkpoint : source->config_files.front(), mimi);
+    }
   }
-  if (tiny) check_codec_fits(lcfg, mcfg, source && !source->config_files.empty() ? source->config_files.front() : "",
-                             "the tiny codec");
-  m.codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
+  if (tiny && opt.need_codec)
+    check_codec_fits(lcfg, mcfg, source && !source->config_files.empty() ? source->config_files.front() : "",
+                     "the tiny codec");
+  if (m.codec) m.codec->set_num_codebooks(static_cast<int>(lcfg.dep_q));
   m.lm = std::make_unique<moshi::LMModel>(lcfg);
   if (source) {
     moshi::LoadOptions lo;
@@ -148,7 +151,7 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   m.lm->set_requires_grad(false);
   if (opt.device.is_cuda()) {
     move_lm_to(*m.lm, opt.device);
-    m.codec->to(at::TensorOptions().device(opt.device));
+    if (m.codec) m.codec->to(at::TensorOptions().device(opt.device));
   }
   log << m.label << "\n";
   for (const auto& n : m.notes) log << "  " << n << "\n";

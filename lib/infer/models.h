@@ -35,10 +35,12 @@ struct ModelOptions {
   at::ScalarType dtype = at::kFloat;  // LM compute dtype (bf16 or f32); Mimi stays f32
   at::Device device = at::kCPU;
   uint64_t seed = 4242;      // random weights
+  // false: the LM alone (scoring codes): no Mimi is built or required, Models::codec stays null.
+  bool need_codec = true;
 };
 
 struct Models {
-  std::unique_ptr<mimi::MimiModel> codec;
+  std::unique_ptr<mimi::MimiModel> codec;  // null when ModelOptions::need_codec is false
   std::unique_ptr<moshi::LMModel> lm;
   std::string label;  // what was built, printed before generation ("[tiny] ...", "[random medium_300m] ...")
   std::vector<std::string> notes;  // how the checkpoint was resolved and which numerics it gets
