@@ -1,20 +1,47 @@
-// ttt-infer: speech in, speech out with a Moshi-TTT checkpoint; gating overrides (seed 001).
+// ttt-infer: speech in, speech out with a Moshi-TTT checkpoint; gating overrides (seed 001);
+// --score: teacher-forced scoring of codes or a stereo WAV (lib/infer/score.h).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
 #include "app_main.h"
 #include "core/error.h"
 #include "infer/infer.h"
+#include "infer/score.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"ttt-infer: WAV in, WAV out with a Moshi-TTT model, with TTT gate overrides"};
+  CLI::App app{"ttt-infer: WAV in, WAV out with a Moshi-TTT model, with TTT gate overrides; --score INPUT "
+               "OUTPUT.safetensors: teacher-forced logits and per-position losses"};
   mtt::infer::InferOptions o;
+  mtt::infer::ScoreOptions so;
+  bool score = false, json_out = false;
+  std::string channels = "moshi,user";
   std::string hf_repo;
   std::optional<double> alpha, multiplier;
   std::vector<std::string> per_layer;
-  app.add_option("input", o.input, "input audio (any format libsndfile reads, any rate)")->required();
-  app.add_option("output", o.output, "output WAV (24 kHz mono), written atomically")->required();
+  app.add_option("input", o.input,
+                 "input audio (any format libsndfile reads, any rate); with --score: a codes .safetensors (key "
+                 "`codes`, int64 [B, 1 + n_q, T]) or a stereo WAV")
+      ->required();
+  app.add_option("output", o.output, "output WAV (24 kHz mono), written atomically; with --score: OUTPUT.safetensors")
+      ->required();
+  app.add_flag("--score", score,
+               "teacher-forced scoring instead of generation: LMOutput (logits, mask, text_logits, text_mask) and "
+               "per-position text_loss / audio_loss [B, T] into OUTPUT.safetensors");
+  app.add_flag("--streaming", so.streaming, "with --score: frame by frame through the streaming state");
+  app.add_option("--channels", channels,
+                 "with --score on a stereo WAV: which channel is whose (moshi,user: moshi-finetune's data; "
+                 "user,moshi: ttt-infer --stereo-output)")
+      ->check(CLI::IsMember({"moshi,user", "user,moshi"}))
+      ->capture_default_str();
+  app.add_option("--text-padding-weight", so.text_padding_weight,
+                 "with --score: weight of text padding targets (moshi-finetune text_padding_weight)")
+      ->capture_default_str();
+  app.add_option("--first-codebook-weight-multiplier", so.first_codebook_weight_multiplier,
+                 "with --score: weight of Moshi's first codebook (moshi-finetune first_codebook_weight_multiplier)")
+      ->capture_default_str();
+  app.add_flag("--json", json_out, "with --score: the summary as JSON on stdout");
   app.add_flag("--tiny", o.tiny,
                "built-in tiny Moshi-TTT + tiny Mimi, random weights (no files needed); with --checkpoint: the tiny "
                "model with those weights (its TTT layers are those the file has)");
@@ -71,6 +98,22 @@ int main(int argc, char** argv) {
     if (o.checkpoint.empty() && !o.moshi_weight.empty()) std::swap(o.checkpoint, o.moshi_weight);
     if (!hf_repo.empty() && o.checkpoint.empty()) o.checkpoint = hf_repo;
     o.hf_repo = hf_repo;
+    if (!score && (so.streaming || json_out))
+      throw mtt::Error("", so.streaming ? "--streaming" : "--json", "only with --score", mtt::ErrorKind::Usage);
+    if (score) {
+      so.channels = channels == "moshi,user" ? mtt::infer::StereoLayout::moshi_user : mtt::infer::StereoLayout::user_moshi;
+      auto r = mtt::infer::run_score(o, so, std::cerr);
+      if (json_out) {
+        std::printf("%s\n", r.to_json().dump(2).c_str());
+      } else {
+        std::printf("text_loss: %.6f  audio_loss: %.6f  (moshi-finetune compute_loss_with_mask)\n", r.text_loss,
+                    r.audio_loss);
+        std::printf("B %lld  T %lld  %s  wall: %.3f s\n", static_cast<long long>(r.batch),
+                    static_cast<long long>(r.frames), r.mode.c_str(), r.wall_seconds);
+        std::printf("wrote %s\n", o.output.c_str());
+      }
+      return 0;
+    }
     auto r = mtt::infer::run_inference(o, std::cerr);
     std::printf("text: %s\n", r.text.empty() ? "(no tokenizer given; --stats-json has the token ids)" : r.text.c_str());
     std::printf("frames: %lld  audio: %.2f s  wall: %.2f s  real-time factor: %.3f\n",
