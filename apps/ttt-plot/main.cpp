@@ -3,6 +3,7 @@
 //   ttt-plot gating CHECKPOINT... [-o FILE]        gate alpha / tanh(alpha) per layer across checkpoints
 //   ttt-plot sweep SUMMARY --x AXIS --y METRIC     a ttt-sweep summary as lines or bars
 //   ttt-plot metrics RUN_DIR [-o FILE]             training curves from metrics.train.jsonl
+//   ttt-plot loss-by-position SCORE... [--out FILE] loss vs position from `ttt-infer --score` outputs
 //   ttt-plot style                                 the effective style (plots/style.h + --style)
 // The output format follows the extension (.png, .svg, .pdf); files are written atomically.
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 #include "core/error.h"
 #include "plot/figures.h"
 #include "plot/inputs.h"
+#include "plot/loss_by_position.h"
 #include "plot/style.h"
 
 namespace {
@@ -110,6 +112,24 @@ int main(int argc, char** argv) {
   m_cmd->add_flag("--logy", mo.logy, "log-scale y");
   m_cmd->add_option("--smooth", mo.smooth, "add a moving average over N logged steps")->check(CLI::PositiveNumber);
 
+  Common lp_c;
+  std::vector<std::string> lp_in;
+  pl::LossByPositionOptions lp;
+  bool lp_json = false;
+  auto* lp_cmd = app.add_subcommand("loss-by-position",
+                                    "text and audio loss against position from `ttt-infer --score` outputs, one line each");
+  lp_cmd->add_option("scores", lp_in, "score files (ttt-infer --score OUTPUT.safetensors)")->required();
+  lp_c.out = "loss_by_position.png";
+  lp_cmd->add_option("-o,--out,--output", lp_c.out, "output file; format from the extension: .png, .svg, .pdf")
+      ->capture_default_str();
+  lp_cmd->add_option("--title", lp_c.title, "figure title");
+  lp_cmd->add_option("--style", lp_c.style, "JSON style overrides (docs/formats.md, \"Plot style\")");
+  lp_cmd->add_option("--smooth,--window", lp.smooth, "moving average over N frames")->check(CLI::PositiveNumber);
+  lp_cmd->add_option("--frame-rate", lp.frame_rate, "x axis in seconds at this frame rate (Mimi: 12.5)")
+      ->check(CLI::PositiveNumber);
+  lp_cmd->add_flag("--logy", lp.logy, "log-scale loss axis");
+  lp_cmd->add_flag("--json", lp_json, "print the series (after smoothing) as JSON on stdout");
+
   std::string st_file;
   auto* st_cmd = app.add_subcommand("style", "print the effective style as JSON");
   st_cmd->add_option("--style", st_file, "JSON style overrides");
@@ -132,6 +152,18 @@ int main(int argc, char** argv) {
       mo.title = m_c.title;
       mo.metrics = split_list(m_list);
       return write(pl::metrics_figure(pl::read_metrics(m_in), mo), m_c);
+    }
+    if (*lp_cmd) {
+      lp.title = lp_c.title;
+      std::vector<pl::ScoreCurves> curves;
+      for (const auto& p : lp_in) curves.push_back(pl::read_score_curves(p));
+      pl::label_inputs(curves);
+      const pl::Figure f = pl::loss_by_position_figure(curves, lp);
+      if (!lp_json) return write(f, lp_c);
+      pl::render(f, lp_c.out, style_of(lp_c));
+      nlohmann::json j = {{"output", lp_c.out}, {"series", pl::loss_by_position_json(curves, lp)}};
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
     }
     if (*st_cmd) {
       std::fputs(pl::style_to_json(st_file.empty() ? pl::default_style() : pl::load_style(st_file)).c_str(), stdout);
