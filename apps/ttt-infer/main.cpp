@@ -1,7 +1,6 @@
 // ttt-infer: speech in, speech out with a Moshi-TTT checkpoint; gating overrides (seed 001);
 // --score: teacher-forced scoring of codes or a stereo WAV (lib/infer/score.h).
 #include <CLI/CLI.hpp>
-#include <cmath>
 #include <cstdio>
 #include <iostream>
 

@@ -231,9 +231,9 @@ ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::os
   res.output = mopt.output;
   res.mode = opt.streaming ? "streaming" : "full";
   res.model = models.label;
-  res.gates = apply_gate_overrides(lm, mopt.gates, log, &res.overrides_applied);
-
+  // The input before the gate table: a bad codes file fails with its one line only.
   at::Tensor codes = codes_input ? read_codes(mopt.input, c) : encode_audio(mopt.input, *models.codec, c, opt.channels);
+  res.gates = apply_gate_overrides(lm, mopt.gates, log, &res.overrides_applied);
   res.batch = codes.size(0);
   res.frames = codes.size(2);
   log << "scoring " << mopt.input << ": B " << res.batch << ", T " << res.frames << " frames ("
