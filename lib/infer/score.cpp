@@ -75,7 +75,7 @@ double weighted_mean(const at::Tensor& loss, const at::Tensor& w) {
 
 // Both channels of a stereo file Mimi-encoded, in the LM layout [1, 1 + n_q, T].
 at::Tensor encode_audio(const std::string& path, const mimi::MimiModel& codec, const moshi::LMConfig& c,
-                        StereoLayout layout) {
+                        StereoLayout layout, const at::Device& device) {
   io::Audio a = io::read_audio(path);
   if (a.channels != 2)
     throw Error(path, "", "expected a stereo file (" +
@@ -96,7 +96,8 @@ at::Tensor encode_audio(const std::string& path, const mimi::MimiModel& codec, c
     std::vector<float> x = io::to_mono(a, ch, path);
     if (a.sample_rate != codec.config().sample_rate)
       x = io::resample(x, 1, a.sample_rate, codec.config().sample_rate, io::ResampleQuality::VeryHigh, path);
-    at::Tensor t = at::from_blob(x.data(), {1, 1, static_cast<int64_t>(x.size())}, at::kFloat).clone();
+    at::Tensor t = at::from_blob(x.data(), {1, 1, static_cast<int64_t>(x.size())}, at::kFloat).to(device, at::kFloat,
+                                                                                                  false, true);
     return codec.encode(t).to(at::kCPU, at::kLong);  // [1, K, T]
   };
   const int moshi_ch = layout == StereoLayout::moshi_user ? 0 : 1;
@@ -231,20 +232,21 @@ ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::os
   res.output = mopt.output;
   res.mode = opt.streaming ? "streaming" : "full";
   res.model = models.label;
+  at::Device device = at::kCPU;  // the LM's (the codec follows it)
+  for (auto& [name, t] : lm.named_parameters())
+    if (t->defined() && !t->is_meta()) {
+      device = t->device();
+      break;
+    }
   // The input before the gate table: a bad codes file fails with its one line only.
-  at::Tensor codes = codes_input ? read_codes(mopt.input, c) : encode_audio(mopt.input, *models.codec, c, opt.channels);
+  at::Tensor codes = codes_input ? read_codes(mopt.input, c)
+                                 : encode_audio(mopt.input, *models.codec, c, opt.channels, device);
   res.gates = apply_gate_overrides(lm, mopt.gates, log, &res.overrides_applied);
   res.batch = codes.size(0);
   res.frames = codes.size(2);
   log << "scoring " << mopt.input << ": B " << res.batch << ", T " << res.frames << " frames ("
       << (opt.streaming ? "streaming, frame by frame" : "full sequence") << ")\n";
 
-  at::Device device = at::kCPU;
-  for (auto& [name, t] : lm.named_parameters())
-    if (t->defined() && !t->is_meta()) {
-      device = t->device();
-      break;
-    }
   at::Tensor codes_dev = codes.to(device);
   const auto t0 = std::chrono::steady_clock::now();
   moshi::LMOutput out;
