@@ -35,11 +35,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"moshi,user", "user,moshi"}))
       ->capture_default_str();
   app.add_option("--text-padding-weight", so.text_padding_weight,
-                 "with --score: weight of text padding targets (moshi-finetune text_padding_weight)")
-      ->capture_default_str();
+                 "with --score: weight of text padding targets (moshi-finetune text_padding_weight; default: the "
+                 "run's args.yaml, else 0.5)");
   app.add_option("--first-codebook-weight-multiplier", so.first_codebook_weight_multiplier,
-                 "with --score: weight of Moshi's first codebook (moshi-finetune first_codebook_weight_multiplier)")
-      ->capture_default_str();
+                 "with --score: weight of Moshi's first codebook (moshi-finetune first_codebook_weight_multiplier; "
+                 "default: the run's args.yaml, else 1)");
   app.add_flag("--json", json_out, "with --score: the summary as JSON on stdout");
   app.add_flag("--tiny", o.tiny,
                "built-in tiny Moshi-TTT + tiny Mimi, random weights (no files needed); with --checkpoint: the tiny "

@@ -97,6 +97,9 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
     lcfg = source->config;
     m.notes = source->notes;
     m.notes.insert(m.notes.end(), source->numerics.begin(), source->numerics.end());
+    m.run_args = source->run_args;
+    for (const auto& f : source->config_files)
+      if (std::filesystem::path(f).filename() == "args.yaml") m.run_args_file = f;
     if (tiny && source->has_config) {
       // The run's own configuration; the random tiny codec is sized to its codebooks.
       mcfg.quantizer.bins = static_cast<int>(lcfg.card);

@@ -46,6 +46,8 @@ struct Models {
   std::string label;  // what was built, printed before generation ("[tiny] ...", "[random medium_300m] ...")
   std::vector<std::string> notes;  // how the checkpoint was resolved and which numerics it gets
   std::string tokenizer_path;      // the model folder's / run's text tokenizer, when it exists
+  std::string run_args_file;                    // the run's args.yaml ("" when the model is no run)
+  std::map<std::string, std::string> run_args;  // its scalars of interest (moshi::ModelSource::run_args)
 };
 
 // Throws mtt::Error naming the config and key when the LM's codebooks do not fit the codec

@@ -150,14 +150,14 @@ PositionLosses position_losses(const moshi::LMConfig& c, const moshi::LMOutput& 
   at::Tensor tw = text_mask.to(at::kFloat);
   at::Tensor masked_tgt = at::where(text_mask, text_tgt, at::zeros_like(text_tgt));
   at::Tensor is_pad = (masked_tgt == c.existing_text_padding_id) | (masked_tgt == c.existing_text_end_padding_id);
-  tw = at::where(is_pad, tw * opt.text_padding_weight, tw);
+  tw = at::where(is_pad, tw * opt.text_padding_weight.value_or(0.5), tw);
   r.text_loss = text_ce.select(1, 0).contiguous();
   r.text_weight = tw.select(1, 0).contiguous();
 
   at::Tensor audio_tgt = codes.narrow(1, 1, c.dep_q);
   r.audio_loss_per_codebook = masked_ce(out.logits.to(at::kCPU, at::kFloat), audio_tgt, mask).contiguous();
   at::Tensor aw = mask.to(at::kFloat);
-  aw.select(1, 0).mul_(opt.first_codebook_weight_multiplier);
+  aw.select(1, 0).mul_(opt.first_codebook_weight_multiplier.value_or(1.0));
   std::tie(r.audio_loss, r.audio_weight) = weighted_over_k(r.audio_loss_per_codebook, aw);
   r.audio_loss = r.audio_loss.contiguous();
   r.text_mean = weighted_mean(r.text_loss, r.text_weight);
@@ -206,6 +206,9 @@ json ScoreResult::to_json() const {
           {"text_loss", num(text_loss)},
           {"audio_loss", num(audio_loss)},
           {"loss", num(text_loss + audio_loss)},
+          {"loss_weights", {{"text_padding_weight", text_padding_weight},
+                            {"first_codebook_weight_multiplier", first_codebook_weight_multiplier},
+                            {"from", loss_weights_from}}},
           {"wall_seconds", wall_seconds},
           {"frames_per_second", wall_seconds > 0 ? json(static_cast<double>(batch * frames) / wall_seconds) : json(nullptr)},
           {"gates", g},
@@ -263,7 +266,36 @@ ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::os
   out.text_mask = out.text_mask.to(at::kCPU).contiguous();
   res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  PositionLosses pl = position_losses(c, out, codes, opt);
+  // The loss weights: the flags, else the run's own (train.py computed its losses with them).
+  ScoreOptions wopt = opt;
+  std::vector<std::string> from;
+  auto pick = [&](std::optional<double>& v, const char* key, double def) {
+    if (v) {
+      from.push_back(std::string(key) + " from the flags");
+      return;
+    }
+    if (auto it = models.run_args.find(key); it != models.run_args.end()) {
+      try {
+        std::size_t used = 0;
+        v = std::stod(it->second, &used);
+        if (used != it->second.size()) throw std::invalid_argument(it->second);
+      } catch (const std::exception&) {
+        throw Error(models.run_args_file, key, "expected a number, got '" + it->second + "'");
+      }
+      from.push_back(std::string(key) + " from " + models.run_args_file);
+      return;
+    }
+    v = def;
+    from.push_back(std::string(key) + " = moshi-finetune's default");
+  };
+  pick(wopt.text_padding_weight, "text_padding_weight", 0.5);
+  pick(wopt.first_codebook_weight_multiplier, "first_codebook_weight_multiplier", 1.0);
+  res.text_padding_weight = *wopt.text_padding_weight;
+  res.first_codebook_weight_multiplier = *wopt.first_codebook_weight_multiplier;
+  for (const auto& f : from) res.loss_weights_from += (res.loss_weights_from.empty() ? "" : "; ") + f;
+  log << "loss weights: text_padding_weight " << res.text_padding_weight << ", first_codebook_weight_multiplier "
+      << res.first_codebook_weight_multiplier << " (" << res.loss_weights_from << ")\n";
+  PositionLosses pl = position_losses(c, out, codes, wopt);
   res.text_loss = pl.text_mean;
   res.audio_loss = pl.audio_mean;
   res.logits_shape = out.logits.sizes().vec();
@@ -275,8 +307,9 @@ ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::os
       {"mode", res.mode},
       {"model", models.label},
       {"dtype", mopt.dtype},
-      {"text_padding_weight", std::to_string(opt.text_padding_weight)},
-      {"first_codebook_weight_multiplier", std::to_string(opt.first_codebook_weight_multiplier)},
+      {"text_padding_weight", std::to_string(res.text_padding_weight)},
+      {"first_codebook_weight_multiplier", std::to_string(res.first_codebook_weight_multiplier)},
+      {"loss_weights_from", res.loss_weights_from},
       {"loss_definition",
        "per position: text_loss = CE where text_mask; audio_loss = sum_k w_k CE_k / sum_k w_k with w = mask "
        "(codebook 0 times first_codebook_weight_multiplier); NaN where no target; weights as moshi-finetune "

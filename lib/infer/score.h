@@ -39,6 +39,7 @@
 // Note: upstream LMGen feeds the user's frame s at step s + delay, one step earlier than
 // LMModel.forward (s + delay + 1); scoring follows forward(), the training layout.
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -56,9 +57,9 @@ enum class StereoLayout { moshi_user, user_moshi };
 struct ScoreOptions {
   bool streaming = false;
   StereoLayout channels = StereoLayout::moshi_user;
-  // moshi-finetune's TrainArgs defaults.
-  double text_padding_weight = 0.5;
-  double first_codebook_weight_multiplier = 1.0;
+  // compute_loss_with_mask's weights. run_score: unset = the run's args.yaml when the model is a
+  // moshi-finetune run dir that sets them, else moshi-finetune's TrainArgs defaults (0.5, 1.0).
+  std::optional<double> text_padding_weight, first_codebook_weight_multiplier;
 };
 
 // Per-position losses of an LMOutput (see the header comment); every tensor float32 on the CPU.
@@ -68,6 +69,7 @@ struct PositionLosses {
   at::Tensor text_weight, audio_weight;  // [B, T]
   double text_mean = 0, audio_mean = 0;  // compute_loss_with_mask's scalars (NaN: no weight)
 };
+// Unset weights are moshi-finetune's defaults here.
 PositionLosses position_losses(const moshi::LMConfig& c, const moshi::LMOutput& out, const at::Tensor& codes,
                                const ScoreOptions& opt);
 
@@ -84,6 +86,8 @@ struct ScoreResult {
   int64_t batch = 0, frames = 0;
   std::vector<int64_t> logits_shape, text_logits_shape;
   double text_loss = 0, audio_loss = 0;  // compute_loss_with_mask (NaN when no position has weight)
+  double text_padding_weight = 0, first_codebook_weight_multiplier = 0;  // the weights used
+  std::string loss_weights_from;         // "flags", the run's args.yaml, or "moshi-finetune defaults"
   double wall_seconds = 0;               // the LM forward(s) only
   std::vector<GateStats> gates;
   std::vector<std::string> overrides_applied;

@@ -301,7 +301,7 @@ ModelSource resolve_model_source(const std::string& path, const ModelSourceOptio
   // --- 5. run arguments of interest ---------------------------------------------------------
   if (args) {
     for (const char* k : {"save_adapters", "full_finetuning", "param_dtype", "duration_sec", "batch_size",
-                          "max_steps", "seed", "run_dir"})
+                          "max_steps", "seed", "run_dir", "text_padding_weight", "first_codebook_weight_multiplier"})
       if (args[k] && args[k].IsScalar()) src.run_args[k] = args[k].Scalar();
     src.moshi_paths_moshi = yaml_scalar(args["moshi_paths"], "moshi_path");
     if (src.mimi_path.empty()) src.mimi_path = yaml_scalar(args["moshi_paths"], "mimi_path");
