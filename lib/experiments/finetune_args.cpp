@@ -231,7 +231,8 @@ std::vector<std::string> keys_not_acted_on(const FinetuneArgs& a, const std::set
       p = p.substr(0, dot);
     }
     if (acted) continue;
-    out.push_back(path + ": " + (value.is_string() ? value.get<std::string>() : value.dump()));
+    const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+    out.push_back(path + ": " + (value.is_string() && text.empty() ? "''" : text));
   }
   return out;
 }

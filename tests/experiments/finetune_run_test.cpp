@@ -242,11 +242,22 @@ TEST(FinetuneRun, MoshiFinetuneYamlAsItIs) {
   fs::remove(f.dir / "bare" / "args.yaml");
   auto b = run_command(app_path("ttt-inspect").string() + " " + (f.dir / "bare").string() + " --json");
   json ja = audit, jb = json::parse(b.out);
-  for (json* j : {&ja, &jb}) j->erase("seconds");
+  // The resolver names our run (writer moshi-ttt, TTT settings from config.json) and lists args.yaml
+  // among the files it read; every finding and value is the same as without args.yaml.
+  const std::string resolved = ja["config"]["resolved"].dump();
+  EXPECT_NE(resolved.find("configuration: moshi-ttt " + run.string()), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("TTT settings from " + run.string() + "/checkpoints/checkpoint_000004/consolidated/config.json"),
+            std::string::npos)
+      << resolved;
+  for (json* j : {&ja, &jb}) {
+    j->erase("seconds");
+    (*j)["config"].erase("resolved");
+    (*j)["config"].erase("source");
+  }
   std::string sa = ja.dump(), sb = jb.dump();
   for (size_t p; (p = sb.find((f.dir / "bare").string())) != std::string::npos;)
     sb.replace(p, (f.dir / "bare").string().size(), run.string());
-  EXPECT_EQ(sa, sb);
+  EXPECT_TRUE(sa == sb) << "the audit differs with args.yaml present";
 
   // Flags override the YAML.
   r = run_command(sweep + " train " + cfg + " --tiny-mimi --no-progress --out " + (f.dir / "other").string() +
