@@ -51,7 +51,9 @@ fi
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$ROOT/lib" -I"$ROOT" -pthread)
-CORE=("$ROOT"/lib/core/*.cpp)
+CORE=()
+# lib/core without version.cpp (its commit string is generated into the CMake build dir).
+for f in "$ROOT"/lib/core/*.cpp; do [ "$(basename "$f")" = version.cpp ] || CORE+=("$f"); done
 
 # Sources, headers and libraries of each target (torch-free: what it parses and what that uses).
 sources() {
