@@ -1,4 +1,4 @@
-// ttt_bench: TTT inner-loop scan (dual form, spec ttt.md §2-3) throughput, forward and
+// ttt_bench: TTT inner-loop scan (dual form, docs/ttt.md §2-3) throughput, forward and
 // forward+backward, on Moshi shapes (H 32, d 128, b 32, L 2048, B 1) and DiT shapes (H 48, d 64,
 // b 64), against the plain op-by-op PyTorch implementation bench/ref/ttt_ref.py run in the same
 // invocation, plus achieved GFLOP/s against a plain batched matmul of the same sizes. ttt_scan takes

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Plain op-by-op PyTorch implementation of the TTT inner loop (dual form, spec ttt.md §2) used by
+"""Plain op-by-op PyTorch implementation of the TTT inner loop (dual form, docs/ttt.md §2) used by
 bench/ttt_bench.cpp as the Python baseline: the same math as lib/ttt/ttt_scan.cpp's reference path
 (TTT-MLP or TTT-Linear, causal tril'ed eta or VDIT's identical rows), forward and forward+backward
 through autograd. Prints one JSON object. Reference only: never part of the product."""

@@ -1,5 +1,5 @@
 #pragma once
-// The tanh approximation of GELU used by the TTT inner MLP (docs: spec ttt.md §2 helpers):
+// The tanh approximation of GELU used by the TTT inner MLP (docs/ttt.md §2 helpers):
 //   gelu(z)  = 1/2 z (1 + tanh(c (z + a z^3)))
 //   gelu'(z) = 1/2 (1 + t) + 1/2 z (1 - t^2) (c + c3 z^2),  t = tanh(c z (1 + a z^2))
 // The constants as the reference implementations write them (c is sqrt(2/pi) rounded to 8 digits,

@@ -7,7 +7,7 @@
 // the CPU), sync() (__syncthreads / nothing) and mm() (a block-wide GEMM: SIMT fp32 or bf16 tensor
 // cores with fp32 accumulation on the GPU, float loops on the CPU). Every primitive ends in a sync.
 //
-// Math (spec ttt.md §2, per (batch, head), per mini-batch, inner model of depth n = 1 or 2):
+// Math (docs/ttt.md §2, per (batch, head), per mini-batch, inner model of depth n = 1 or 2):
 //   X0 = XK, Zk = Xk Wk + bk, X1 = gelu(Z0); T = XV - XK
 //   G_{n-1} = ln_fused_l2_bwd(Z_{n-1}, T); G0 = (G1 W1^T) * gelu'(Z0)         (§2.1 step 3)
 //   Xbar0 = XQ, Mk = eta * (Xbar_k X_k^T + 1)  [(eta*A) G + eta G, §2.1 steps 4-5, one GEMM]

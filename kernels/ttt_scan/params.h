@@ -1,9 +1,9 @@
 #pragma once
 // Parameters shared by the TTT scan launchers (CUDA: cuda/launch.h; their CPU copy, test code:
-// cpu_ref/scan_cpu_ref.h). Framework-free: raw pointers, sizes, plain enums (design/architecture.md
+// cpu_ref/scan_cpu_ref.h). Framework-free: raw pointers, sizes, plain enums (docs/architecture.md
 // "Kernels stay framework-free"). All arrays are contiguous, row-major.
 //
-// Shapes (spec ttt.md notation): B batch, H heads, NC mini-batches, b mini-batch size, d head dim,
+// Shapes (docs/ttt.md notation): B batch, H heads, NC mini-batches, b mini-batch size, d head dim,
 // hidden = TTT-MLP hidden width (4d). depth 1 = TTT-Linear (W1 [d,d]), depth 2 = TTT-MLP
 // (W1 [d,hidden], W2 [hidden,d]).
 #include <cstddef>
@@ -23,7 +23,7 @@ struct TTTScanParams {
   const void* XK = nullptr;  // [B,H,NC,b,d]
   const void* XV = nullptr;  // [B,H,NC,b,d], target form: the scan trains on XV - XK (§1.1 step 4)
   // [B,H,NC,b,b] fp32, the full learning-rate matrix of each mini-batch: lower-triangular (tril with
-  // the token factor 1/(i+1)+tau_i) for the causal LM form (§2.2), identical rows for the DiT (§1.1.7).
+  // the token factor 1/(i+1)+tau_i) for the causal LM form (§2.2), identical rows for the DiT (§1.1 step 7).
   const float* eta = nullptr;
   const float* ln_weight = nullptr;  // [H,d] ttt_norm gamma
   const float* ln_bias = nullptr;    // [H,d] ttt_norm beta

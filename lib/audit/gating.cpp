@@ -1,6 +1,6 @@
 // Finding 4: gating statistics per TTT layer, forward and backward gate (seed 001): alpha and
 // the effective TTT branch multiplier tanh(clamp(alpha, -3, 3)) in percent (the fork clamps alpha
-// before tanh, ttt.md §4), accumulated in fp64.
+// before tanh, docs/ttt.md §4), accumulated in fp64.
 #include <algorithm>
 #include <cmath>
 #include <limits>

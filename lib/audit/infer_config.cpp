@@ -15,7 +15,7 @@ using moshi::TTTVariant;
 
 namespace {
 
-// Smallest F with gating_hidden(D, F) == hid (moshi.md §1: hid = 2F//3, or 21D/8 when F = 4D).
+// Smallest F with gating_hidden(D, F) == hid (docs/moshi.md §1: hid = 2F//3, or 21D/8 when F = 4D).
 int64_t feedforward_for_hidden(int64_t dim, int64_t hid) {
   if (hid == 21 * dim / 8 && (21 * dim) % 8 == 0) return 4 * dim;
   int64_t f = (3 * hid + 1) / 2;
@@ -260,10 +260,10 @@ InferredConfig infer_config(const io::Checkpoint& ck) {
       t.causal_eta = true;
       t.mini_batch_size = K.dim(q + "learnable_token_idx", 0);
     }
-    // The fork's forward skips post_norm/wo and never calls the backward gate (ttt.md §4, §6).
+    // The fork's forward skips post_norm/wo and never calls the backward gate (docs/ttt.md §4, §6).
     t.output_post_norm_wo = false;
     t.bidirectional = false;
-    c.num_heads = t.ttt_heads;  // the fork takes H from the LM's num_heads (checkpoint-keys.md)
+    c.num_heads = t.ttt_heads;  // the fork takes H from the LM's num_heads (docs/checkpoint-keys.md)
     note("TTT layers " + [&] {
       std::string s;
       for (int l : t.layers) s += (s.empty() ? "" : ",") + std::to_string(l);

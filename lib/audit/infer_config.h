@@ -26,7 +26,7 @@ struct InferredConfig {
 InferredConfig infer_config(const io::Checkpoint& ckpt);
 
 // "29,30,31", "all", "middle" (the fork's default: floor(N/4) .. floor(3N/4)-1), "none"
-// (checkpoint-keys.md §1.1). Throws Error(Usage) naming `what` on a malformed list.
+// (docs/checkpoint-keys.md §1.1). Throws Error(Usage) naming `what` on a malformed list.
 std::vector<int> parse_layer_list(const std::string& spec, int num_layers, const std::string& what = "--layers");
 
 }  // namespace mtt::audit

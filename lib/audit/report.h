@@ -111,7 +111,7 @@ struct GateRow {
   bool consumed = true;
   uint64_t numel = 0;
   Summary alpha;           // raw gating_alpha
-  Summary multiplier_pct;  // 100 * tanh(clamp(alpha, -3, 3)), the TTT branch multiplier (ttt.md §4)
+  Summary multiplier_pct;  // 100 * tanh(clamp(alpha, -3, 3)), the TTT branch multiplier (docs/ttt.md §4)
   uint64_t nonfinite = 0;
 };
 struct Gating {

@@ -1,5 +1,5 @@
 #pragma once
-// Outputs are atomic (design/architecture.md): bytes go to "<path>.tmp.<pid>.<n>" in the same
+// Outputs are atomic (docs/architecture.md): bytes go to "<path>.tmp.<pid>.<n>" in the same
 // directory, are fsync'd, then renamed over <path>. A failure or crash leaves <path> untouched
 // and removes the temporary (also on SIGINT/SIGTERM/SIGHUP: the signal is re-raised after the
 // live temporaries are unlinked).

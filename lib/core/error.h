@@ -1,5 +1,5 @@
 #pragma once
-// One exception type for the whole library (design/architecture.md "Errors carry context"):
+// One exception type for the whole library (docs/architecture.md "Errors carry context"):
 // the file, the key or line inside it, and the reason. Apps catch it at the top, print
 // what() as one line and exit with the status of its kind.
 #include <stdexcept>

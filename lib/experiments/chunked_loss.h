@@ -38,7 +38,7 @@ MoshiLoss moshi_lm_loss(moshi::LMModel& lm, const at::Tensor& codes, const Moshi
 
 // A fresh streaming state for chunks of up to `chunk` frames. Every ring KV cache is widened to
 // context + chunk - 1 slots so that each query of a chunk still sees its whole attention window
-// (the ring of capacity `context` loses the chunk-1 oldest keys, spec moshi.md §2.6 note); the
+// (the ring of capacity `context` loses the chunk-1 oldest keys, docs/moshi.md §2.6 note); the
 // attention mask still limits every query to `context` keys, so the chunked forward equals the
 // full-sequence forward.
 std::shared_ptr<moshi::LMState> moshi_tbptt_state(moshi::LMModel& lm, int64_t batch, int64_t chunk);

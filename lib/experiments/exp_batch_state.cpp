@@ -1,4 +1,4 @@
-// `batch-state`: persistent TTT state with B > 1 (seed 002, spec ttt.md §7b). The fork copies batch
+// `batch-state`: persistent TTT state with B > 1 (seed 002, docs/ttt.md §7b). The fork copies batch
 // element 0's final inner state into the parameters and starts every element of the next chunk
 // from it; per-element state keeps each element on its own trajectory. Each element of a batched,
 // chunked run is compared with the same element run alone through the same chunks.

@@ -1,4 +1,4 @@
-// `causal-leak`: does output t of a TTT layer depend on inputs after t? (spec ttt.md §4, §6:
+// `causal-leak`: does output t of a TTT layer depend on inputs after t? (docs/ttt.md §4, §6:
 // the DiT/fork eta has identical rows and no tril, so token i trains on tokens j > i of its
 // mini-batch.) Measured exactly: d y_t / d x_s for s > t by autograd in float64.
 #include <ATen/ATen.h>

@@ -1,4 +1,4 @@
-// `gating`: the tanh SSM gate of the TTT branch (seed 001, spec ttt.md §4). Two questions:
+// `gating`: the tanh SSM gate of the TTT branch (seed 001, docs/ttt.md §4). Two questions:
 //   1. With alpha trained from its init, does it collapse towards 0 (the seeds saw mean 0.000-0.095)?
 //   2. Forcing alpha (as `ttt-infer --force-gating-alpha` does) in {0, 0.05, ..., 1}: how does the loss
 //      depend on the branch multiplier tanh(alpha)? alpha = 0 is the model without TTT.

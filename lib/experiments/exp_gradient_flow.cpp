@@ -1,5 +1,5 @@
 // `gradient-flow`: where gradients can and cannot flow (seed 003, seed 002 §"state written into
-// parameters", spec ttt.md §7c, §8).
+// parameters", docs/ttt.md §7c, §8).
 //   probe = inplace:<conv>/<W_target> with each factor "zero" or "random" (N(0, init_std)):
 //     per-parameter gradient norms of the In-Place TTT target generator over the first steps.
 //     The math: V^ = W_target(conv(t)) is a product; both zero => both gradients exactly zero

@@ -1,5 +1,5 @@
 // `mini-batch`: the inner-loop mini-batch size b against the inner learning rate base_lr (spec
-// ttt.md §1.1, §9: VDIT trains TTT-MLP with b = 64, base_lr 0.1; LMPT/the fork default to b = 16,
+// docs/ttt.md §1.1, §9: VDIT trains TTT-MLP with b = 64, base_lr 0.1; LMPT/the fork default to b = 16,
 // base_lr 1.0). Smaller b means more inner updates per sequence; larger base_lr larger steps.
 #include <cstdio>
 #include <limits>

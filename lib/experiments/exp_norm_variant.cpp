@@ -1,4 +1,4 @@
-// `norm-variant`: the reconstruction target (seed 002, spec ttt.md §1.1 step 4 and §7a).
+// `norm-variant`: the reconstruction target (seed 002, docs/ttt.md §1.1 step 4 and §7a).
 //   correct: T = LN(XV - XK) (the op then trains the inner model to map XK to a normalised target)
 //   legacy:  T = LN(XV) - XK (the fork's bug: XK is subtracted after the norm)
 // Evidence: per-token statistics of T at init (with gamma = 1, beta = 0 the correct T has mean 0 and

@@ -1,4 +1,4 @@
-// `pad-tokens`: the fork's zero pads (spec ttt.md §6: "Sequences are right-padded with zeros to a
+// `pad-tokens`: the fork's zero pads (docs/ttt.md §6: "Sequences are right-padded with zeros to a
 // multiple of b ... pad tokens take part in the inner updates") and the gradient they send into the
 // TTT parameters. A pad token is x = 0, so its key before the L2 norm (§1.1 steps 1-2) is
 // XK = wk(0) = wk.bias, and F.normalize(x) = x / max(||x||, 1e-12) has a Jacobian of size
@@ -44,7 +44,7 @@ struct PadSetup {
 
 // The projection biases wq/wk/wv/wo: zero (a careless init: what a zero-initialising port gets), or
 // PyTorch's nn.Linear default U(+-1/sqrt(D)), the values that reach the fork's training (spec
-// ttt.md §1.1, init-order note) and our TTTLayer's default, redrawn here per seed.
+// docs/ttt.md §1.1, init-order note) and our TTTLayer's default, redrawn here per seed.
 void torch_default_bias_(at::Tensor& t, int64_t fan_in) {
   at::NoGradGuard ng;
   const double k = 1.0 / std::sqrt(static_cast<double>(fan_in));

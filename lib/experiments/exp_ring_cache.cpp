@@ -1,5 +1,5 @@
 // `ring-cache`: what the streaming ring KV cache forgets, and whether TTT state remembers it
-// (seed 002 "ring KV cache information loss", spec moshi.md §2.6). The tiny Moshi LM is streamed
+// (seed 002 "ring KV cache information loss", docs/moshi.md §2.6). The tiny Moshi LM is streamed
 // frame by frame with a KV capacity `context`; two batch elements differ only in the text token at
 // distance d before the last frame. The influence of that token on the last text logits is
 // measured exactly (max |difference|) after streaming in chunks of the TTT mini-batch size: a base transformer can only carry it through its caches

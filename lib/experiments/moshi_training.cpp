@@ -113,7 +113,7 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     args["ttt"]["enable"] = true;
     args["ttt"]["layers"] = "all";
   }
-  // The trainer's activation checkpointing is the TTT scan's recomputation groups (ttt.md §3).
+  // The trainer's activation checkpointing is the TTT scan's recomputation groups (docs/ttt.md §3).
   if (tc.checkpoint_group > 0) ts.scan_checkpoint_group_size = tc.checkpoint_group;
   MoshiLossOptions lo;
   lo.first_codebook_weight_multiplier = args["first_codebook_weight_multiplier"].get<double>();
@@ -242,7 +242,7 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   if (lc.ttt.enable && tc.tbptt_chunk > 0 && tc.tbptt_chunk % lc.ttt.mini_batch_size != 0)
     log << "note: tbptt_chunk " << tc.tbptt_chunk << " is not a multiple of ttt.mini_batch_size "
         << lc.ttt.mini_batch_size << ": the fork's streaming pads every chunk to whole mini-batches, so the\n"
-        << "      pads update the carried TTT state (ttt.md §6)\n";
+        << "      pads update the carried TTT state (docs/ttt.md §6)\n";
   const int64_t window_frames = static_cast<int64_t>(std::ceil(duration_sec * codec->config().frame_rate));
   if (lc.ttt.enable && window_frames % lc.ttt.mini_batch_size != 0)
     log << "note: the window (" << window_frames << " frames) is not a multiple of ttt.mini_batch_size "

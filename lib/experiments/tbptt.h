@@ -1,6 +1,6 @@
 #pragma once
 // Truncated back-propagation through time over consecutive chunks of one training sequence
-// (spec ttt.md §7c, "training on consecutive chunks of one file ... detach at chunk boundaries
+// (docs/ttt.md §7c, "training on consecutive chunks of one file ... detach at chunk boundaries
 // (TBPTT)"). The forward state (TTT inner weights, KV caches) is carried from chunk to chunk, so
 // chunk k sees everything before it; the graph is cut at every boundary, so chunk k's loss sends
 // no gradient into earlier chunks and the memory of one backward is that of one chunk.

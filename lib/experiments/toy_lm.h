@@ -2,7 +2,7 @@
 // A one-block TTT language model for fast experiments on CPU: token embedding, the fork's gated TTT
 // residual x + tanh(alpha) * TTT(x) (forward gate used, backward gate created and never read, as in
 // the fork), a final LayerNorm and a tied output head. Parameter names follow the fork's hybrid layer
-// (checkpoint-keys.md §1.2) so that checkpoints of it read like the TTT part of a Moshi-TTT layer.
+// (docs/checkpoint-keys.md §1.2) so that checkpoints of it read like the TTT part of a Moshi-TTT layer.
 #include <ATen/ATen.h>
 
 #include <memory>

@@ -33,7 +33,7 @@ struct TrainConfig {
   // Truncated BPTT: positions (tokens / Mimi frames) per chunk of a training sequence; the TTT
   // state (and KV cache) is carried from chunk to chunk and detached in between. 0: one chunk.
   int64_t tbptt_chunk = 0;
-  // Activation checkpointing of the TTT scan (spec ttt.md §3): mini-batches per remat group
+  // Activation checkpointing of the TTT scan (docs/ttt.md §3): mini-batches per remat group
   // (ttt::Options::checkpoint_group_override). < 0: the layer config's scan_checkpoint_group_size.
   int64_t checkpoint_group = -1;
   // Not a config key: continue the run dir from its newest checkpoint (`--resume`), with the

@@ -26,7 +26,7 @@ using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
 // otherwise a usage error naming `flag` says why.
 at::Device training_device(const std::string& spec, const std::string& flag = "--device");
 
-// VDIT's grouping rule (spec ttt.md §1.1 "Optimiser"): names containing "ttt" or "ssm" form the
+// VDIT's grouping rule (docs/ttt.md §1.1 "Optimiser"): names containing "ttt" or "ssm" form the
 // TTT group; names containing bias/norm/b1/b2 (and gating_alpha) get no weight decay.
 bool is_ttt_param(const std::string& name);
 bool is_no_decay_param(const std::string& name);

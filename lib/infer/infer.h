@@ -1,5 +1,5 @@
 #pragma once
-// Speech in, speech out with a Moshi(-TTT) model (spec moshi.md §6): WAV -> Mimi encode, frame by
+// Speech in, speech out with a Moshi(-TTT) model (docs/moshi.md §6): WAV -> Mimi encode, frame by
 // frame -> LMGen step -> Mimi decode -> WAV, with the gating overrides of seed 001. "alpha A" is
 // the value the gate's tanh sees: the TTT branch is multiplied by tanh(A) and ADDED to the
 // residual (it is not a blend); `multiplier` sets tanh(alpha) itself (0 = base Moshi, 1 = the full

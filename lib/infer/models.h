@@ -1,5 +1,5 @@
 #pragma once
-// The models ttt-infer runs (spec moshi.md §6): a Mimi codec and a Moshi(-TTT) LM, either loaded
+// The models ttt-infer runs (docs/moshi.md §6): a Mimi codec and a Moshi(-TTT) LM, either loaded
 // from files or built with deterministic random weights from a preset (the tiny built-in model for
 // newcomers; the 300M and moshiko 7B shapes for speed measurements without released weights).
 #include <ATen/ATen.h>

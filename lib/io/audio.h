@@ -1,5 +1,5 @@
 #pragma once
-// Audio file I/O for the Mimi codec (spec moshi.md §6.1 step 2 and step 6): read anything
+// Audio file I/O for the Mimi codec (docs/moshi.md §6.1 step 2 and step 6): read anything
 // libsndfile reads (WAV/AIFF/FLAC/Ogg Vorbis/Opus/MP3 ... at any rate, channel count and sample
 // format), mix down or pick one channel, resample to Mimi's 24 kHz with soxr, and write WAV files
 // atomically (mtt::AtomicFile: a failed write leaves no partial file).
@@ -13,7 +13,7 @@
 
 namespace mtt::io {
 
-inline constexpr int kMimiSampleRate = 24000;  // spec moshi.md §5.1
+inline constexpr int kMimiSampleRate = 24000;  // docs/moshi.md §5.1
 
 struct AudioInfo {
   int sample_rate = 0;

@@ -1,5 +1,5 @@
 #pragma once
-// SentencePiece text tokenizer for Moshi's inner monologue (spec moshi.md §6.1: tokenizer
+// SentencePiece text tokenizer for Moshi's inner monologue (docs/moshi.md §6.1: tokenizer
 // `tokenizer_spm_32k_3.model`; §9: tokens 0 and 3 are non-printing, "▁" means a space).
 // Built on the sentencepiece C++ library when CMake finds it; otherwise load() throws.
 #include <memory>

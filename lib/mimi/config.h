@@ -1,5 +1,5 @@
 #pragma once
-// Mimi codec hyper-parameters (spec moshi.md §5; upstream `loaders.py:28-88`).
+// Mimi codec hyper-parameters (docs/moshi.md §5; upstream `loaders.py:28-88`).
 // v0_1() is the released Mimi (moshiko); tiny() is spec §7's smallest faithful config used by
 // the tests (every code path, tiny widths, context 5 so the streaming ring wraps quickly).
 #include <cstdint>

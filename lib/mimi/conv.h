@@ -1,5 +1,5 @@
 #pragma once
-// Causal streaming convolutions (spec moshi.md §5.7, upstream `modules/conv.py`).
+// Causal streaming convolutions (docs/moshi.md §5.7, upstream `modules/conv.py`).
 // forward() is the offline call; step() carries state across calls. forward(x) equals step(x)
 // on a fresh state, so streaming is exact for convolutions.
 #include <ATen/ATen.h>

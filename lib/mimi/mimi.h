@@ -1,5 +1,5 @@
 #pragma once
-// The Mimi codec (spec moshi.md §5; upstream `models/compression.py:105-433`):
+// The Mimi codec (docs/moshi.md §5; upstream `models/compression.py:105-433`):
 //   encode: audio [B,1,N] -> SEANet encoder (25 Hz) -> encoder transformer -> learnt stride-2
 //           downsample (12.5 Hz) -> split RVQ -> codes [B,K,T] (int64)
 //   decode: codes -> RVQ decode -> depthwise stride-2 upsample -> decoder transformer -> SEANet

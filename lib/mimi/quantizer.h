@@ -1,5 +1,5 @@
 #pragma once
-// Split residual vector quantizer (spec moshi.md §5.5, upstream `quantization/vq.py:170-322`,
+// Split residual vector quantizer (docs/moshi.md §5.5, upstream `quantization/vq.py:170-322`,
 // `core_vq.py`): a 1-codebook semantic RVQ and an acoustic RVQ, each with its own 1x1 input and
 // output projections, BOTH encoding the same latent; decode sums the two reconstructions.
 #include <ATen/ATen.h>

@@ -1,5 +1,5 @@
 #pragma once
-// SEANet encoder/decoder (spec moshi.md §5.2, upstream `modules/seanet.py`): causal convs with
+// SEANet encoder/decoder (docs/moshi.md §5.2, upstream `modules/seanet.py`): causal convs with
 // ELU and residual blocks y = x + conv_k1(elu(conv_k3(elu(x)))) (true_skip: identity shortcut).
 #include <ATen/ATen.h>
 

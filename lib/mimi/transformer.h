@@ -1,5 +1,5 @@
 #pragma once
-// Mimi's encoder/decoder transformer (spec moshi.md §5.3, upstream ProjectedTransformer with
+// Mimi's encoder/decoder transformer (docs/moshi.md §5.3, upstream ProjectedTransformer with
 // d_model == dimension, so no projections): pre-norm LayerNorm layers with LayerScale, causal
 // self-attention with interleaved RoPE (§2.4) and a local window of `context` steps (§2.3),
 // GELU MLP without biases. Input/output in conv layout [B, C, T].

@@ -1,6 +1,6 @@
 #pragma once
 // Named weights of a Mimi checkpoint with the checks the loader needs: expected shapes, the
-// accepted alternative names (spec moshi.md §5.6: legacy fused attention names, legacy codebook
+// accepted alternative names (docs/moshi.md §5.6: legacy fused attention names, legacy codebook
 // names, weight-norm pairs folded as w = g * v / ||v||), and strictness (every key used once,
 // unknown keys rejected, like upstream's strict load_state_dict). Errors name file and key.
 #include <ATen/ATen.h>

@@ -217,7 +217,7 @@ SchemaConfig LMConfig::to_schema(bool fused) const {
 LMConfig LMConfig::lm_defaults() { return LMConfig{}; }
 
 LMConfig LMConfig::moshiko_7b() {
-  // loaders.py:90-119 / configs/moshi_7b_202409.json (moshi.md §1).
+  // loaders.py:90-119 / configs/moshi_7b_202409.json (docs/moshi.md §1).
   LMConfig c;
   c.dim = 4096;
   c.text_card = 32000;
@@ -273,7 +273,7 @@ LMConfig LMConfig::golden_test() {
 }
 
 LMConfig LMConfig::tiny(int64_t low_rank) {
-  // moshi.md §7, sized like SchemaConfig::tiny() so the parameter declarations agree.
+  // docs/moshi.md §7, sized like SchemaConfig::tiny() so the parameter declarations agree.
   LMConfig c = moshiko_7b();
   c.dim = 64;
   c.num_heads = 4;
@@ -398,7 +398,7 @@ LMConfig LMConfig::from_json(const std::string& text, const std::string& file) {
   jget_opt(j, "depformer_gating", c.depformer_gating, file);
   jget_opt(j, "depformer_max_period", c.depformer_max_period, file);
   jget_opt(j, "depformer_layer_scale", c.depformer_layer_scale, file);
-  // The depformer_context key exists in moshi configs but LMModel forces None (moshi.md §1).
+  // The depformer_context key exists in moshi configs but LMModel forces None (docs/moshi.md §1).
   if (j.contains("extra_heads_num_heads") && j["extra_heads_num_heads"].get<int64_t>() != 0)
     throw Error(file, "extra_heads_num_heads", "extra heads are not supported");
   if (j.contains("demux_second_text_stream") && j["demux_second_text_stream"].get<bool>())

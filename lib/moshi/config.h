@@ -1,6 +1,6 @@
 #pragma once
-// Configuration of the Moshi LM (spec moshi.md §1, §7) and of its TTT hybrid layers
-// (checkpoint-keys.md §1-2, the fork's YAML `ttt:` section). Torch-free: the audit includes it.
+// Configuration of the Moshi LM (docs/moshi.md §1, §7) and of its TTT hybrid layers
+// (docs/checkpoint-keys.md §1-2, the fork's YAML `ttt:` section). Torch-free: the audit includes it.
 //
 // LMConfig mirrors upstream `LMModel.__init__` keyword arguments (lm.py:76-243) with the same
 // defaults, so a moshi JSON config (configs/moshi_7b_202409.json, or a HF `config.json`) reads into
@@ -122,10 +122,10 @@ struct LMConfig {
   SchemaConfig to_schema(bool fused_attention_names = false) const;
 
   // Presets.
-  static LMConfig moshiko_7b();     // moshi.md §1 (= configs/moshi_7b_202409.json)
+  static LMConfig moshiko_7b();     // docs/moshi.md §1 (= configs/moshi_7b_202409.json)
   static LMConfig lm_defaults();    // LMModel() defaults with num_layers 8
   static LMConfig golden_test();    // upstream tests/test_lm.py (golden/moshi)
-  // moshi.md §7: every moshiko path (RMSNorm f32, RoPE, SiLU gating, weights-per-step depformer,
+  // docs/moshi.md §7: every moshiko path (RMSNorm f32, RoPE, SiLU gating, weights-per-step depformer,
   // delays, ring wrap with context 4). low_rank > 0 adds low-rank depformer embeddings.
   static LMConfig tiny(int64_t low_rank = 0);
   // Mid-size config for the benchmark (moshiko shape, smaller sizes): 444M parameters in all, of

@@ -9,7 +9,7 @@ namespace mtt::moshi {
 
 ttt::HybridTTTPathOptions hybrid_path_options(const LMConfig& cfg, int layer) {
   const TTTSettings& s = cfg.ttt;
-  // The fork's TTTWrapper (ttt.md §6; FORK models/ssm/ttt_layer.py): H = the LM's num_heads
+  // The fork's TTTWrapper (docs/ttt.md §6; FORK models/ssm/ttt_layer.py): H = the LM's num_heads
   // (ttt_integration.py:L69-86), VDIT layer with target LN eps 1e-5, inner LN eps 1e-8, dit eta,
   // RoPE off unless use_rope (the fork's audio RoPE), post_norm/wo skipped unless output_post_norm_wo.
   ttt::HybridTTTPathOptions o =
@@ -38,9 +38,9 @@ HybridBlock::HybridBlock(const LMConfig& cfg, int layer)
 
 at::Tensor HybridBlock::forward(const at::Tensor& h, LayerTTTState* state) {
   // Full sequence: zero pads up to a multiple of b that take part in the inner updates (the fork
-  // builds a pad mask but never uses it, ttt.md §6), trimmed. Streaming: the fork's eta is the DiT
+  // builds a pad mask but never uses it, docs/ttt.md §6), trimmed. Streaming: the fork's eta is the DiT
   // one (identical rows, no tril), so a partial mini-batch cannot be continued causally; as the fork
-  // does (hybrid_layer.py:L330-348, ttt.md §6-7) every call is padded the same way, and the
+  // does (hybrid_layer.py:L330-348, docs/ttt.md §6-7) every call is padded the same way, and the
   // persistent per-element state keeps the result (or, fork_restart, nothing is kept).
   if (state == nullptr) return path_->forward(h, nullptr).y;
   if (!state->ttt.defined()) state->ttt = ttt_layer().init_state(h.size(0));
@@ -65,7 +65,7 @@ void HybridBlock::to(at::ScalarType dtype) {
 void HybridBlock::set_requires_grad(bool on) { path_->set_requires_grad(on); }
 
 void LayerTTTState::reset(const at::Tensor& mask) {
-  // TTTState::reset: masked elements back to W0, accumulators zeroed, position 0 (ttt.md §7).
+  // TTTState::reset: masked elements back to W0, accumulators zeroed, position 0 (docs/ttt.md §7).
   if (ttt.defined()) ttt.reset(mask.to(at::kBool));
   if (inplace) reset_rows(*inplace, mask);
 }

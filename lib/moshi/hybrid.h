@@ -1,5 +1,5 @@
 #pragma once
-// The Moshi-TTT fork's hybrid layer (checkpoint-keys.md §1; ttt.md §4, §6): Moshi's attention
+// The Moshi-TTT fork's hybrid layer (docs/checkpoint-keys.md §1; docs/ttt.md §4, §6): Moshi's attention
 // block, then the gated TTT branch, then Moshi's FFN block:
 //     h = x + SA(norm1(x));   h' = h + tanh(clamp(alpha_f, -3, 3)) * TTT(h);   y = h' + FFN(norm2(h'))
 // (FORK moshi_ttt/hybrid_layer.py:L281-348). The branch is lib/ttt's HybridTTTPath (the one

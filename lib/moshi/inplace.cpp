@@ -139,7 +139,7 @@ ttt::InPlaceTTT& InPlaceBlock::module() const {
 void InPlaceBlock::bind(const TransformerLayer* layer) const {
   ttt::InPlaceTTT& m = module();
   if (layer) {
-    // gating.linear_in [2h, D] (with a separate LoRA adapter applied, checkpoint-keys.md §2.3)
+    // gating.linear_in [2h, D] (with a separate LoRA adapter applied, docs/checkpoint-keys.md §2.3)
     m.w_gate_up = layer->gating_in.at(0).effective_weight();
     m.linear_out = layer->gating_out.at(0).effective_weight();  // not read by the TTT path (§2.2)
   }

@@ -1,5 +1,5 @@
 #pragma once
-// In-Place TTT on the gated FFN of a Moshi layer (spec ttt.md §8; keys checkpoint-keys.md §2.2):
+// In-Place TTT on the gated FFN of a Moshi layer (docs/ttt.md §8; keys docs/checkpoint-keys.md §2.2):
 // Z = act(x·W_gateᵀ) ⊙ (x·W_upᵀ) from the layer's own `gating.linear_in`, and the down projection
 // is the fast weight `gating.w_down` (W0, f32), updated chunk by chunk from the target
 // V̂ = W_target(conv1d(e)) of the summed token embeddings e ("apply, then update"). The algorithm is
@@ -44,7 +44,7 @@ class InPlaceBlock {
   void collect(const std::string& gating_prefix, NamedTensors& out);
   std::shared_ptr<InPlaceRows> new_state(int64_t batch) const;
   // The port's loaders: w_down and w_down_pretrained = f32 copies of linear_out (IPMOSHI
-  // loaders.py:L458-473, checkpoint-keys.md §2.2).
+  // loaders.py:L458-473, docs/checkpoint-keys.md §2.2).
   void init_fast_weight_from(const TransformerLayer& layer);
 
   // Created on first use, so that a skeleton on the meta device (audit, schema checks, a 7B

@@ -24,7 +24,7 @@ at::Tensor meta(std::vector<int64_t> shape) {
 }
 
 // In-Place fast weight W0 and its reset copy: kept f32 whatever the compute dtype (the port,
-// checkpoint-keys.md §2.2).
+// docs/checkpoint-keys.md §2.2).
 bool is_fast_weight(const std::string& name) {
   auto ends = [&](const std::string& suf) {
     return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
@@ -174,7 +174,7 @@ void LMModel::build() {
     for (int l : cfg_.ttt.resolve_layers(cfg_.num_layers)) {
       auto& layer = transformer_->layers()[static_cast<size_t>(l)];
       if (cfg_.ttt.variant == TTTVariant::inplace) {
-        // In-Place TTT replaces the gated FFN's down projection (checkpoint-keys.md §2.1-2.2).
+        // In-Place TTT replaces the gated FFN's down projection (docs/checkpoint-keys.md §2.1-2.2).
         inplace_[static_cast<size_t>(l)] = std::make_shared<InPlaceBlock>(cfg_, l);
         layer.inplace = inplace_[static_cast<size_t>(l)];
       } else {
@@ -194,7 +194,7 @@ NamedTensors LMModel::named_parameters() {
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = "transformer.layers." + std::to_string(i) + ".";
     if (hybrids_[i]) {
-      // Fork layout (checkpoint-keys.md §1.2): the Moshi layer under original_layer.* and again,
+      // Fork layout (docs/checkpoint-keys.md §1.2): the Moshi layer under original_layer.* and again,
       // the same tensors, under seq_modeling_block.original_layer.*.
       layers[i].collect(p + "original_layer.", out);
       layers[i].collect(p + "seq_modeling_block.original_layer.", out);
@@ -232,11 +232,11 @@ void LMModel::init_random(uint64_t seed, at::ScalarType dtype) {
     if (seen.count(t->unsafeGetTensorImpl())) continue;
     if (name.find("seq_modeling_block.") != std::string::npos &&
         name.find("seq_modeling_block.original_layer.") == std::string::npos) {
-      continue;  // TTT parameters keep the TTT layer's own initialisation (ttt.md §1.1)
+      continue;  // TTT parameters keep the TTT layer's own initialisation (docs/ttt.md §1.1)
     }
     if (is_fast_weight(name)) continue;  // copies of linear_out, set below
     if (name.find(".target_generator.") != std::string::npos) {
-      // The port's fine-tuning initialiser N(0, 1e-2) (checkpoint-keys.md §2.5).
+      // The port's fine-tuning initialiser N(0, 1e-2) (docs/checkpoint-keys.md §2.5).
       *t = (1e-2 * at::randn(t->sizes().vec(), gen)).to(dtype);
       seen.insert(t->unsafeGetTensorImpl());
       continue;
@@ -330,7 +330,7 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
   }
   // 1b. In-Place layers: a file without w_down (the port's TTT-only adapter files, or a base
   // checkpoint being converted) gets it from linear_out, and w_down_pretrained from w_down, as the
-  // port's loaders do (IPMOSHI loaders.py:L458-473, checkpoint-keys.md §2.2-2.4).
+  // port's loaders do (IPMOSHI loaders.py:L458-473, docs/checkpoint-keys.md §2.2-2.4).
   for (size_t i = 0; i < inplace_.size(); ++i) {
     if (!inplace_[i]) continue;
     const std::string g = "transformer.layers." + std::to_string(i) + ".gating.";
@@ -338,7 +338,7 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
       tensors[g + "w_down"] = tensors[g + "linear_out.weight"].to(at::kFloat).clone();
     if (!tensors.count(g + "w_down_pretrained") && tensors.count(g + "w_down"))
       tensors[g + "w_down_pretrained"] = tensors[g + "w_down"].to(at::kFloat).clone();
-    // The port's LoRA wraps W_target too (checkpoint-keys.md §2.3); the In-Place TTT reads it as a
+    // The port's LoRA wraps W_target too (docs/checkpoint-keys.md §2.3); the In-Place TTT reads it as a
     // matrix, so its adapter is always merged (moshi's merge, in the tensors' dtype).
     const std::string wt = g + "target_generator.W_target.";
     if (opt.lora.enable && tensors.count(wt + "lora_A.weight") && tensors.count(wt + "lora_B.weight")) {
@@ -470,7 +470,7 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
     at::Tensor v = src;
     // RMSNorm gains and TTT/gating tensors follow the compute dtype too (the upstream loader casts
     // every floating tensor, loaders.py:412-422).
-    // TTT branch parameters stay f32 (the inner loop runs in f32, ttt.md §2).
+    // TTT branch parameters stay f32 (the inner loop runs in f32, docs/ttt.md §2).
     at::ScalarType want = opt.dtype;
     if ((first_name[ptr].find("seq_modeling_block.") != std::string::npos &&
          first_name[ptr].find("seq_modeling_block.original_layer.") == std::string::npos) ||
@@ -578,7 +578,7 @@ std::pair<at::Tensor, at::Tensor> LMModel::forward_text(const at::Tensor& seq, L
   }
   at::Tensor te = text_emb_(seq.select(1, 0));
   x = x.defined() ? x + te : te;
-  // The summed embeddings are also the In-Place target source (IPMOSHI lm.py:L448-470, ttt.md §8).
+  // The summed embeddings are also the In-Place target source (IPMOSHI lm.py:L448-470, docs/ttt.md §8).
   at::Tensor h = transformer_->forward(x, state ? &state->transformer : nullptr, x);
   h = out_norm_(h);
   at::Tensor text_logits = text_linear_(h).unsqueeze(1);

@@ -1,5 +1,5 @@
 #pragma once
-// The Moshi LM (spec moshi.md §2-4): embeddings summed, temporal transformer, out_norm, text head;
+// The Moshi LM (docs/moshi.md §2-4): embeddings summed, temporal transformer, out_norm, text head;
 // depformer with per-step weights/schedule, multi-linear inputs, low-rank embeddings and output
 // heads; the full-sequence training/scoring forward with delays (upstream LMModel.forward) and
 // the pieces LMGen streams with. Checkpoints load by their upstream names, zero-copy from the mmap
@@ -60,7 +60,7 @@ struct LoadReport {
 };
 
 // Streaming state of the LM (temporal transformer + TTT states); the depformer gets a fresh state
-// per time step (moshi.md §2.6).
+// per time step (docs/moshi.md §2.6).
 struct LMState {
   TransformerState transformer;
   // Per-row reset (upstream LMModel.reset_streaming(reset_mask)): rows with mask[b] (bool [B])

@@ -1,5 +1,5 @@
 #pragma once
-// Generation with the Moshi LM (spec moshi.md §3 sampling, §6.2-6.3 LMGen): one frame per step,
+// Generation with the Moshi LM (docs/moshi.md §3 sampling, §6.2-6.3 LMGen): one frame per step,
 // user audio codes in, text token + audio codes out, the delay cache of upstream LMGen, the
 // temporal transformer streaming through its ring KV caches and the depformer in a fresh state
 // per step.

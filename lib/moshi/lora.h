@@ -1,5 +1,5 @@
 #pragma once
-// LoRA as moshi does it (moshi/modules/lora.py; spec checkpoint-keys.md §1.3, §2.3). Torch-free:
+// LoRA as moshi does it (moshi/modules/lora.py; docs/checkpoint-keys.md §1.3, §2.3). Torch-free:
 // the run-dir resolver and the audit fill and read it.
 //
 // replace_all_linear_with_lora wraps every nn.Linear of the Moshi LM (attention in_projs/out_projs,

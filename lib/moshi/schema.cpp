@@ -38,7 +38,7 @@ class Builder {
   }
 
   // A Linear(in -> out, no bias) of the Moshi LM: torch's default init U(+-1/sqrt(in)); LoRA-wrapped
-  // when lora_rank > 0 (checkpoint-keys.md §1.3, moshi.md §4.1: frozen_W + lora_A [r, in] + lora_B [out, r]).
+  // when lora_rank > 0 (docs/checkpoint-keys.md §1.3, docs/moshi.md §4.1: frozen_W + lora_A [r, in] + lora_B [out, r]).
   // Returns the key(s) holding the effective weight as terms (for products).
   std::vector<std::vector<std::string>> linear(const std::string& base, int64_t out, int64_t in,
                                                const std::string& module, int layer, bool lora_ok = true) {
@@ -69,7 +69,7 @@ class Builder {
     }
   }
 
-  // Attention projections with `mult` weight sets (moshi.md §2.3, §3, §4.1).
+  // Attention projections with `mult` weight sets (docs/moshi.md §2.3, §3, §4.1).
   void attention(const std::string& p, int64_t dim, int64_t mult, const std::string& module, int layer) {
     const bool lora = c_.ttt.lora_rank > 0;
     if (c_.fused_attention_names && !lora) {
@@ -97,7 +97,7 @@ class Builder {
     }
   }
 
-  // One plain Moshi transformer layer (moshi.md §2.2): norm1, attention, norm2, FFN.
+  // One plain Moshi transformer layer (docs/moshi.md §2.2): norm1, attention, norm2, FFN.
   void moshi_layer(const std::string& p, int layer) {
     norm(p + "norm1", c_.dim, "transformer.norm", layer);
     attention(p, c_.dim, 1, "transformer.attn", layer);
@@ -106,7 +106,7 @@ class Builder {
         c_.gating);
   }
 
-  // Fork hybrid layer (checkpoint-keys.md §1.1-1.3): the Moshi layer under original_layer.*, the
+  // Fork hybrid layer (docs/checkpoint-keys.md §1.1-1.3): the Moshi layer under original_layer.*, the
   // same tensors again under seq_modeling_block.original_layer.*, the TTT wrapper and two gates.
   void fork_layer(const std::string& p, int layer) {
     const auto& t = c_.ttt;
@@ -122,7 +122,7 @@ class Builder {
     }
     const int64_t D = c_.dim, H = t.ttt_heads, d = D / H;
     const std::string q = p + "seq_modeling_block.ttt_layer.ttt.";
-    // ttt.md §1.1 parameter table: projections N(0, 0.02); biases keep torch's default U(+-1/sqrt(D)).
+    // docs/ttt.md §1.1 parameter table: projections N(0, 0.02); biases keep torch's default U(+-1/sqrt(D)).
     for (const char* w : {"wq", "wk", "wv", "wo"}) {
       auto& wd = add(q + w + ".weight", {D, D}, "ttt.proj", "linear", InitRule::normal(0.02), layer);
       const bool is_wo = std::string(w) == "wo";
@@ -139,7 +139,7 @@ class Builder {
     add(q + "ttt_norm_bias", {H, d}, "ttt.norm", "norm_bias", InitRule::zeros(), layer);
     if (t.causal_eta)
       add(q + "learnable_token_idx", {t.mini_batch_size}, "ttt.token_idx", "token_idx", InitRule::zeros(), layer);
-    // Inner model W0 (ttt.md §1.1 table; checkpoint-keys.md §1.2 variants).
+    // Inner model W0 (docs/ttt.md §1.1 table; docs/checkpoint-keys.md §1.2 variants).
     const int n = std::max(1, t.ttt_mlp_layers);
     std::vector<int64_t> m{d};
     if (n >= 2) {
@@ -171,16 +171,16 @@ class Builder {
     if (!t.bidirectional) {
       bd.consumed = false;
       bd.unused_reason =
-          "backward gate of VDIT's reverse pass; the causal Moshi hybrid runs forward only (ttt.md §4, seed 000)";
+          "backward gate of VDIT's reverse pass; the causal Moshi hybrid runs forward only (docs/ttt.md §4, seed 000)";
     }
     gates_.push_back({layer, fwd, bwd});
   }
 
-  // In-Place TTT layer (checkpoint-keys.md §2.2-2.3): plain attention/norms, the gated FFN keeps
+  // In-Place TTT layer (docs/checkpoint-keys.md §2.2-2.3): plain attention/norms, the gated FFN keeps
   // linear_in (slow), linear_out is replaced by the fast weight w_down.
   void inplace_layer(const std::string& p, int layer) {
     if (!c_.gating)
-      throw Error("", "gating", "In-Place TTT needs the gated FFN (moshi.md §2.5)", ErrorKind::Usage);
+      throw Error("", "gating", "In-Place TTT needs the gated FFN (docs/moshi.md §2.5)", ErrorKind::Usage);
     const auto& t = c_.ttt;
     const int64_t D = c_.dim, hid = c_.ffn_hidden();
     norm(p + "norm1", D, "transformer.norm", layer);
@@ -193,7 +193,7 @@ class Builder {
     const std::string lo_key = out_[lo_first].name;  // .weight or .frozen_W.weight
     for (std::size_t i = lo_first; i < out_.size(); ++i) {
       out_[i].consumed = false;
-      out_[i].unused_reason = "kept for the non-TTT path; the TTT forward multiplies by w_down (checkpoint-keys.md §2.2)";
+      out_[i].unused_reason = "kept for the non-TTT path; the TTT forward multiplies by w_down (docs/checkpoint-keys.md §2.2)";
     }
     add(g + "w_down", {D, hid}, "inplace.fast_weight", "fast_weight", InitRule::copy(lo_key), layer);
     auto& wp = add(g + "w_down_pretrained", {D, hid}, "inplace.fast_weight", "fast_weight", InitRule::copy(lo_key), layer);
@@ -240,7 +240,7 @@ class Builder {
  private:
   void unskip(ParamDecl& d) {
     d.consumed = false;
-    d.unused_reason = "the fork's TTTWrapper returns the op output directly, skipping post_norm and wo (ttt.md §6)";
+    d.unused_reason = "the fork's TTTWrapper returns the op output directly, skipping post_norm and wo (docs/ttt.md §6)";
   }
 
   const SchemaConfig& c_;
@@ -272,7 +272,7 @@ const char* ttt_variant_name(TTTVariant v) {
 }
 
 int64_t SchemaConfig::gating_hidden(int64_t dim, int64_t dim_feedforward) {
-  // moshi.md §1 / modules/gating.py: 21*D//8 when F == 4*D, else 2*F//3.
+  // docs/moshi.md §1 / modules/gating.py: 21*D//8 when F == 4*D, else 2*F//3.
   if (dim_feedforward == 4 * dim) return 21 * dim / 8;
   return 2 * dim_feedforward / 3;
 }
@@ -289,7 +289,7 @@ bool SchemaConfig::is_ttt_layer(int layer) const {
 SchemaConfig SchemaConfig::moshiko_7b() { return SchemaConfig{}; }
 
 SchemaConfig SchemaConfig::tiny(TTTVariant variant) {
-  // moshi.md §7 sizes (dim 64, 4 layers so that "middle" = layers 1, 2 as the fork's rule gives).
+  // docs/moshi.md §7 sizes (dim 64, 4 layers so that "middle" = layers 1, 2 as the fork's rule gives).
   SchemaConfig c;
   c.dim = 64;
   c.num_heads = 4;
@@ -311,7 +311,7 @@ SchemaConfig SchemaConfig::tiny(TTTVariant variant) {
     c.ttt.ttt_heads = 4;
     c.ttt.initial_gating_alpha = 0.3;  // the user's runs (seed 000/001)
   } else if (variant == TTTVariant::inplace) {
-    c.ttt.layers = {1, 3};  // start 1, every 2nd (checkpoint-keys.md §2.1 rule at tiny size)
+    c.ttt.layers = {1, 3};  // start 1, every 2nd (docs/checkpoint-keys.md §2.1 rule at tiny size)
   }
   return c;
 }
@@ -472,7 +472,7 @@ ModelSchema declare_parameters(const SchemaConfig& c) {
 
   Builder b(c);
   const int64_t D = c.dim;
-  // Embeddings: nn.Embedding default N(0, 1); one extra row for the start token (moshi.md §4.2).
+  // Embeddings: nn.Embedding default N(0, 1); one extra row for the start token (docs/moshi.md §4.2).
   b.add("text_emb.weight", {c.text_card + 1, D}, "text_emb", "embedding", InitRule::normal(1.0));
   for (int64_t k = 0; k < c.n_q; ++k)
     b.add("emb." + std::to_string(k) + ".weight", {c.card + 1, D}, "emb", "embedding", InitRule::normal(1.0));

@@ -1,12 +1,12 @@
 #pragma once
 // Torch-free declaration of every parameter of the (hybrid) Moshi LM for one configuration:
 // checkpoint name, shape, module, role, initialisation rule and whether the library's forward
-// reads it ("the model declares what it reads", design/architecture.md). The torch modules of
+// reads it ("the model declares what it reads", docs/architecture.md). The torch modules of
 // lib/moshi register exactly these names (tested there); the audit computes "unused" as
 // checkpoint keys minus consumed keys from this list, never from a name list of its own.
 //
-// Names follow spec/moshi.md §4.2 (LM, both attention weight forms, §4.1) and
-// spec/checkpoint-keys.md §1.2-1.3 (fork hybrid layer, duplicate original_layer copy, LoRA) and
+// Names follow docs/moshi.md §4.2 (LM, both attention weight forms, §4.1) and
+// docs/checkpoint-keys.md §1.2-1.3 (fork hybrid layer, duplicate original_layer copy, LoRA) and
 // §2.2-2.3 (In-Place TTT FFN).
 #include <cstdint>
 #include <map>
@@ -22,7 +22,7 @@ enum class InitKind {
   normal,    // N(0, a)
   uniform,   // U(-a, a)
   constant,  // every element = a
-  diagonal,  // square matrix, zero except a N(0, a) diagonal (official In-Place TTT W_target, ttt.md §8)
+  diagonal,  // square matrix, zero except a N(0, a) diagonal (official In-Place TTT W_target, docs/ttt.md §8)
   copy_of,   // bit copy of the tensor named `source` (In-Place w_down from linear_out, §2.2)
 };
 struct InitRule {
@@ -43,12 +43,12 @@ struct InitRule {
 enum class TTTVariant {
   none,
   fork_hybrid,  // Moshi-TTT fork: HybridStreamingTransformerLayer, keys under original_layer.* and
-                // seq_modeling_block.* (checkpoint-keys.md §1)
+                // seq_modeling_block.* (docs/checkpoint-keys.md §1)
   inplace,      // In-Place TTT on the gated FFN: gating.w_down, gating.target_generator.* (§2)
 };
 const char* ttt_variant_name(TTTVariant v);
 
-// Initialisation of the In-Place target generator (checkpoint-keys.md §2.5, ttt.md §8).
+// Initialisation of the In-Place target generator (docs/checkpoint-keys.md §2.5, docs/ttt.md §8).
 enum class InplaceInit {
   port_finetune,  // conv and W_target N(0, 1e-2) (the port's fine-tuning initialiser)
   port_loader,    // conv and W_target N(0, 1e-4) (the port's loader)
@@ -60,7 +60,7 @@ struct HybridSettings {
   TTTVariant variant = TTTVariant::none;
   std::vector<int> layers;  // converted layer indices (sorted, unique)
 
-  // fork_hybrid (TTT-MLP / TTT-Linear / multi-layer MLP; ttt.md §1.1, checkpoint-keys.md §1.2)
+  // fork_hybrid (TTT-MLP / TTT-Linear / multi-layer MLP; docs/ttt.md §1.1, docs/checkpoint-keys.md §1.2)
   int ttt_heads = 0;                          // H (the fork takes the LM's num_heads)
   int ttt_mlp_layers = 2;                     // 1 = TTT-Linear, 2 = W1,b1,W2,b2, >= 3 = weights.k
   double ttt_mlp_expansion_factor = 4.0;      // hidden width e = int(d * factor)
@@ -68,21 +68,21 @@ struct HybridSettings {
   bool proj_bias = true;                      // wq..wo with bias (fork)
   bool causal_eta = false;                    // learnable_token_idx [b] present (LMPT eta; fork: VDIT eta)
   int64_t mini_batch_size = 16;               // b (size of learnable_token_idx)
-  bool output_post_norm_wo = false;           // fork forward skips post_norm and wo (ttt.md §6)
+  bool output_post_norm_wo = false;           // fork forward skips post_norm and wo (docs/ttt.md §6)
   bool bidirectional = false;                 // Moshi is causal: backward gate never called (seed 000)
   double initial_gating_alpha = 0.1;          // both gates (0.3 in the user's runs)
 
-  // inplace (checkpoint-keys.md §2.2)
+  // inplace (docs/checkpoint-keys.md §2.2)
   int conv_kernel_size = 2;
   InplaceInit inplace_init = InplaceInit::port_finetune;
 
-  // LoRA (in-memory names, checkpoint-keys.md §1.3 / §2.3): every Moshi Linear becomes
+  // LoRA (in-memory names, docs/checkpoint-keys.md §1.3 / §2.3): every Moshi Linear becomes
   // frozen_W/lora_A/lora_B; TTT linears of the fork are never wrapped; the In-Place W_target is.
   int lora_rank = 0;
   double lora_scaling = 2.0;
 };
 
-// Torch-free shape description of the LM (spec/moshi.md §1). The moshi config (lib/moshi/config.h)
+// Torch-free shape description of the LM (docs/moshi.md §1). The moshi config (lib/moshi/config.h)
 // converts into this; the audit infers it from a checkpoint.
 struct SchemaConfig {
   int64_t dim = 4096;
@@ -106,12 +106,12 @@ struct SchemaConfig {
   // e.g. upstream test_lm: plain main FFN, SiLU-gated depformer).
   int depformer_gating = -1;
   int64_t depformer_low_rank_embeddings = 0;  // 0 = plain embeddings
-  // Stored attention weight form (moshi.md §4.1): legacy fused `in_proj_weight`/`out_proj.weight`
+  // Stored attention weight form (docs/moshi.md §4.1): legacy fused `in_proj_weight`/`out_proj.weight`
   // (depformer stacked over steps) or the module form `in_projs.{k}.weight`/`out_projs.{k}.weight`.
   bool fused_attention_names = false;
   HybridSettings ttt;
 
-  // Moshi gated-FFN hidden size (moshi.md §1, checkpoint-keys.md notation): 2*F//3, or 21*D//8
+  // Moshi gated-FFN hidden size (docs/moshi.md §1, docs/checkpoint-keys.md notation): 2*F//3, or 21*D//8
   // when F == 4*D.
   static int64_t gating_hidden(int64_t dim, int64_t dim_feedforward);
   int64_t ffn_hidden() const { return gating_hidden(dim, dim_feedforward); }
@@ -120,8 +120,8 @@ struct SchemaConfig {
   bool depformer_gated() const { return depformer_gating < 0 ? gating : depformer_gating != 0; }
   int64_t depformer_num_in() const;
 
-  static SchemaConfig moshiko_7b();   // moshi.md §1
-  // The tiny built-in Moshi-TTT model (moshi.md §7 sizes, 4 layers, TTT on the middle ones).
+  static SchemaConfig moshiko_7b();   // docs/moshi.md §1
+  // The tiny built-in Moshi-TTT model (docs/moshi.md §7 sizes, 4 layers, TTT on the middle ones).
   static SchemaConfig tiny(TTTVariant variant = TTTVariant::fork_hybrid);
 };
 

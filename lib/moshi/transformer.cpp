@@ -327,7 +327,7 @@ at::Tensor TransformerLayer::forward(const at::Tensor& x, const StepPositions& p
   if (ttt && !pos.all_exec()) kept = ttt->snapshot(pos.exec);
   if (hybrid) h = hybrid->forward(h, ttt);  // fork: attention -> gated TTT -> FFN
   at::Tensor n2 = norm2(h);
-  // In-Place TTT replaces the gated FFN's down projection by the fast weight (ttt.md §8).
+  // In-Place TTT replaces the gated FFN's down projection by the fast weight (docs/ttt.md §8).
   at::Tensor f = inplace ? inplace->forward(*this, n2, target_source, ttt) : ffn(n2, pos.offset_cpu);
   if (kept) ttt->restore(*kept, pos.exec);
   if (layer_scale_2.defined()) f = layer_scale_2 * f;

@@ -1,5 +1,5 @@
 #pragma once
-// The streaming transformer of the Moshi LM (spec moshi.md §2.2-2.6, §3): norms (LayerNorm,
+// The streaming transformer of the Moshi LM (docs/moshi.md §2.2-2.6, §3): norms (LayerNorm,
 // RMSNorm and their f32 variants), fused in_proj/out_proj attention with interleaved RoPE and a
 // causal `context` window, weights per step with a schedule (depformer), gated and plain FFNs,
 // LayerScale, sinusoidal embeddings; and its streaming state with ring KV caches.
@@ -52,7 +52,7 @@ struct Norm {
 };
 
 // The ring KV cache of one attention module (transformer.py RingKVCache, respect_exec_mask form):
-// one write offset per batch row, so rows can restart or pause independently (moshi.md §2.6).
+// one write offset per batch row, so rows can restart or pause independently (docs/moshi.md §2.6).
 struct KVCache {
   at::Tensor keys, values;            // [B, H, capacity, head_dim]
   int64_t capacity = 0;
@@ -69,7 +69,7 @@ struct KVCache {
 };
 
 class HybridBlock;     // moshi/hybrid.h: gated TTT between attention and FFN (fork layout)
-class InPlaceBlock;    // moshi/inplace.h: In-Place TTT on the gated FFN (checkpoint-keys.md §2)
+class InPlaceBlock;    // moshi/inplace.h: In-Place TTT on the gated FFN (docs/checkpoint-keys.md §2)
 struct LayerTTTState;  // moshi/hybrid.h
 
 // Streaming state of one StreamingTransformer. Upstream keeps `offsets` [B] (positions: RoPE, sin
@@ -115,7 +115,7 @@ struct TransformerLayer {
   std::shared_ptr<InPlaceBlock> inplace;      // In-Place TTT FFN, else null
 
   // x [B, T, D]; kv == nullptr: non-streaming (positions offset..offset+T-1). target_source: the
-  // In-Place target generator's input (summed token embeddings, ttt.md §8), [B, T, D].
+  // In-Place target generator's input (summed token embeddings, docs/ttt.md §8), [B, T, D].
   at::Tensor forward(const at::Tensor& x, const StepPositions& pos, KVCache* kv, LayerTTTState* ttt,
                      const at::Tensor& target_source = {});
   at::Tensor attention(const at::Tensor& x, const StepPositions& pos, KVCache* kv) const;

@@ -35,7 +35,7 @@ std::vector<int> TTTSettings::resolve_layers(int64_t n, const std::string& file)
     for (int64_t i = n / 4; i < 3 * n / 4; ++i) out.push_back(static_cast<int>(i));
     return out;
   }
-  if (layers == "inplace") {  // checkpoint-keys.md §2.1: i >= start and (i - start) % freq == 0
+  if (layers == "inplace") {  // docs/checkpoint-keys.md §2.1: i >= start and (i - start) % freq == 0
     for (int64_t i = inplace_start_layer; i < n; i += std::max<int64_t>(1, inplace_layer_frequency))
       out.push_back(static_cast<int>(i));
     return out;
@@ -164,7 +164,7 @@ TTTSettings ttt_settings_from_node(const YAML::Node& root, const std::string& fi
   t.dialect = n["enabled"] ? TTTDialect::inplace_port : hint;
   if (t.dialect == TTTDialect::inplace_port) {
     // The port's layers come from start_layer / layer_frequency, and its gated FFN calls the
-    // layer's default F.gelu (exact erf) whatever the model's `gating` says (ttt.md §8).
+    // layer's default F.gelu (exact erf) whatever the model's `gating` says (docs/ttt.md §8).
     t.variant = TTTVariant::inplace;
     t.layers = "inplace";
     t.inplace_activation = "gelu";

@@ -53,7 +53,7 @@ struct TTTSettings {
   bool log_inner_loop_losses = false;
 
   // --- our switches ---
-  bool output_post_norm_wo = false;          // fork forward skips post_norm/wo (ttt.md §6)
+  bool output_post_norm_wo = false;          // fork forward skips post_norm/wo (docs/ttt.md §6)
   int64_t scan_checkpoint_group_size = 0;    // mini-batches per recomputation group (0 = keep all)
   // Fork-exact numerics (issue 12), set by the run-dir resolver for fork checkpoints.
   ttt::MultiLayerQuery multilayer_query = ttt::MultiLayerQuery::dual;
@@ -70,7 +70,7 @@ struct TTTSettings {
   std::optional<std::string> proj_bias_init;  // zero | torch_default (pad-tokens experiment)
   std::optional<double> lr;                   // our trainer: learning rate of the TTT parameters
 
-  // --- In-Place TTT (the port's TTTArgs / ttt_config; checkpoint-keys.md §2.1) ---
+  // --- In-Place TTT (the port's TTTArgs / ttt_config; docs/checkpoint-keys.md §2.1) ---
   int64_t inplace_start_layer = 5;
   int64_t inplace_layer_frequency = 6;
   int64_t conv_kernel_size = 2;

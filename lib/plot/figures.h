@@ -31,7 +31,7 @@ struct GatingOptions {
   std::string title;
 };
 Figure gating_figure(const std::vector<GateCheckpoint>& cks, const GatingOptions& o);
-// The fork's effective gate: tanh(clamp(alpha, -3, 3)) (spec/ttt.md §4, ssm_gating.py L40-41).
+// The fork's effective gate: tanh(clamp(alpha, -3, 3)) (docs/ttt.md §4, ssm_gating.py L40-41).
 double effective_gate(double alpha);
 
 // One metric of a sweep summary against one axis: lines when the axis is numeric (one per hue

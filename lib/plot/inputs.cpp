@@ -399,7 +399,7 @@ namespace {
 
 const std::regex& gate_key_re() {
   // transformer.layers.<i>.seq_modeling_block.{forward,backward}_ssm_gating.gating_alpha
-  // (spec/checkpoint-keys.md §1.2); any prefix before "layers.".
+  // (docs/checkpoint-keys.md §1.2); any prefix before "layers.".
   static const std::regex re(R"(^(?:.*\.)?layers\.(\d+)\.seq_modeling_block\.(forward|backward)_ssm_gating\.gating_alpha$)");
   return re;
 }

@@ -1,5 +1,5 @@
 #pragma once
-// Kernel-vs-LibTorch dispatch for the TTT scan (spec ttt.md §2, §5; design/architecture.md
+// Kernel-vs-LibTorch dispatch for the TTT scan (docs/ttt.md §2, §5; docs/architecture.md
 // "Kernels stay framework-free"). The kernels in kernels/ take raw pointers; this file is the only
 // place that turns at::Tensor into those pointers.
 //

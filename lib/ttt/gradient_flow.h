@@ -1,5 +1,5 @@
 #pragma once
-// Gradient-flow probe of the In-Place TTT block (spec ttt.md §8; checkpoint-keys.md §2.5): how
+// Gradient-flow probe of the In-Place TTT block (docs/ttt.md §8; docs/checkpoint-keys.md §2.5): how
 // large the gradients of the target generator (conv, W_target) and the fast weight are for given
 // init scales, over a few optimisation steps. The `gradient-flow` experiment is built on it.
 //

@@ -69,7 +69,7 @@ HybridTTTPath::Output HybridTTTPath::forward(const at::Tensor& x, TTTState* stat
                 ErrorKind::Internal);
   }
   Output o;
-  // The TTT runs in its parameters' dtype (ttt.md §2: the inner loop in f32 whatever the LM's dtype).
+  // The TTT runs in its parameters' dtype (docs/ttt.md §2: the inner loop in f32 whatever the LM's dtype).
   const at::ScalarType tdt = ttt_->param("wq.weight").scalar_type();
   if (options_.streaming_state == StreamingState::fork_restart) state = nullptr;  // never written back
   o.ttt_out = run_ttt(x.to(tdt), state);

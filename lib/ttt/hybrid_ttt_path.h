@@ -1,12 +1,12 @@
 #pragma once
-// The TTT sub-path of the Moshi-TTT fork's HybridSeqModelingBlock (spec ttt.md §4, §6;
+// The TTT sub-path of the Moshi-TTT fork's HybridSeqModelingBlock (docs/ttt.md §4, §6;
 // FORK moshi_ttt/hybrid_layer.py:L281-348): the input (the attention block's output, residual
 // already added, not normalised) is zero-padded on the right to a multiple of the mini-batch b,
 // run through the fork's TTTWrapper (L2-norm, target LN eps 1e-5, VDIT non-causal eta, inner LN
 // eps 1e-8, NO post_norm/wo), trimmed, and added back through the forward gate:
 //     y = x + tanh(clamp(α_f, −3, 3)) ⊙ TTT(x)
 // `backward_ssm_gating` is created and saved like the fork's but never read in this direction
-// (its gradient is exactly zero, as are those of the dead wo/post_norm; checkpoint-keys.md §1.4).
+// (its gradient is exactly zero, as are those of the dead wo/post_norm; docs/checkpoint-keys.md §1.4).
 //
 // Direction::bidirectional is VDIT's DiT pass (dit.py:L224-266): after the forward residual e,
 // the same TTT module (shared parameters) runs on the time-reversed e, is un-reversed and added

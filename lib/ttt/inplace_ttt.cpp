@@ -59,7 +59,7 @@ std::string shape_str(at::IntArrayRef s) {
 }  // namespace
 
 int64_t moshi_gating_hidden(int64_t dim, int64_t dim_feedforward) {
-  // Moshi gating.py:L55-61 (checkpoint-keys.md notation "hid").
+  // Moshi gating.py:L55-61 (docs/checkpoint-keys.md notation "hid").
   return dim_feedforward == 4 * dim ? (21 * dim) / 8 : (2 * dim_feedforward) / 3;
 }
 
@@ -148,7 +148,7 @@ at::Tensor InPlaceTTT::gated_hidden(const at::Tensor& x) const {
 
 at::Tensor InPlaceTTT::conv_chunks(const at::Tensor& chunks) const {
   // chunks [N, n, D]: each row is one chunk; zero padding at its edges keeps the conv from ever
-  // crossing a chunk boundary (ttt.md §8; IPMOSHI _apply_conv1d_per_chunk, IPTTT reshape to [B·chunks, D, C]).
+  // crossing a chunk boundary (docs/ttt.md §8; IPMOSHI _apply_conv1d_per_chunk, IPTTT reshape to [B·chunks, D, C]).
   const auto dt = chunks.scalar_type();
   const int64_t k = options_.conv_kernel_size, D = options_.dim;
   at::Tensor u = chunks.transpose(1, 2);  // [N, D, n]
@@ -353,7 +353,7 @@ void InPlaceTTT::load(const std::map<std::string, at::Tensor>& tensors, const st
       value = it->second;
       continue;
     }
-    // LoRA-wrapped Linear (checkpoint-keys.md §2.3): X.frozen_W.weight + scaling · X.lora_B.weight · X.lora_A.weight.
+    // LoRA-wrapped Linear (docs/checkpoint-keys.md §2.3): X.frozen_W.weight + scaling · X.lora_B.weight · X.lora_A.weight.
     const std::string suffix = ".weight";
     if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
       const std::string base = key.substr(0, key.size() - suffix.size());

@@ -1,5 +1,5 @@
 #pragma once
-// In-Place Test-Time Training (spec ttt.md §8; Feng et al., ICLR 2026): a gated FFN whose down
+// In-Place Test-Time Training (docs/ttt.md §8; Feng et al., ICLR 2026): a gated FFN whose down
 // projection is a fast weight updated chunk by chunk from a learned target.
 //
 //   Z   = act(x·W_gateᵀ) ⊙ (x·W_upᵀ)                         [B, T, h]   (slow weights)
@@ -8,8 +8,8 @@
 //   W^(i) = W0 + lr · Σ_{j<i} Δ_j                             (exclusive prefix sum)
 //   y_i = Z_i · W^(i)ᵀ                                        "apply, then update"
 //
-// Two variants (ttt.md §8), one implementation:
-//  - moshi_port  (IPMOSHI moshi/modules/ttt_module.py, the checkpoints of checkpoint-keys.md §2):
+// Two variants (docs/ttt.md §8), one implementation:
+//  - moshi_port  (IPMOSHI moshi/modules/ttt_module.py, the checkpoints of docs/checkpoint-keys.md §2):
 //    dense Conv1d(D, D, k=2, no bias) with k−1 zero tokens on the right (current + next token),
 //    then W_target as nn.Linear (V̂ = c·W_targetᵀ); Moshi's fused `linear_in` [2h, D];
 //    fast weight `w_down` [D, h] (+ buffer `w_down_pretrained`); optional clip of each Δ to
@@ -21,7 +21,7 @@
 // Both apply the conv inside each chunk only (zero padding at chunk edges), pad T to a multiple
 // of C with zero tokens and never let a chunk see its own delta.
 //
-// Parameters are W0 and never written in the functional mode (architecture.md "Parameters are W0;
+// Parameters are W0 and never written in the functional mode (docs/architecture.md "Parameters are W0;
 // state is separate"): forward() computes the whole sequence from W0; step() streams, keeping the
 // adapted fast weight and the tokens of the incomplete chunk in an InPlaceTTTState. The port's
 // streaming behaviour (V̂ computed per call, so the last token's conv sees a zero "next token";

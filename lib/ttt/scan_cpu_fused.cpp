@@ -1,4 +1,4 @@
-// Fused CPU TTT scan (spec ttt.md §2 dual form, §3 scan and checkpoint groups): forward and a
+// Fused CPU TTT scan (docs/ttt.md §2 dual form, §3 scan and checkpoint groups): forward and a
 // hand-written VJP per mini-batch step, parallel over (batch, head). Notation as in ttt_scan.h:
 // layer k has input width m_k and output width m_k+1 (m_0 = m_n = d); X_k/Z_k are the key side,
 // Xb_k/Zb_k the query side. Per layer the query rows sit on top of the key rows in one buffer

@@ -1,5 +1,5 @@
 #pragma once
-// Fused CPU path of the TTT scan (spec ttt.md §2-3): the same math as ttt_scan_reference, run per
+// Fused CPU path of the TTT scan (docs/ttt.md §2-3): the same math as ttt_scan_reference, run per
 // (batch, head) over all mini-batches with the inner state kept in a per-thread buffer (it stays in
 // cache from one mini-batch to the next), GEMMs on raw BLAS calls into preallocated buffers, the
 // elementwise parts of §2 fused into single passes (lib/ttt/scan_cpu_kernels.h), and a hand-written

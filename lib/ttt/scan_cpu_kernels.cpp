@@ -1,4 +1,4 @@
-// Row/elementwise kernels and the GEMM wrapper of the fused CPU TTT scan (spec ttt.md §2 helpers).
+// Row/elementwise kernels and the GEMM wrapper of the fused CPU TTT scan (docs/ttt.md §2 helpers).
 // The loops are plain C++ the compiler vectorises; target_clones builds AVX-512, AVX2+FMA and
 // baseline versions and picks one at load time (the project compiles without -march).
 #include "ttt/scan_cpu_kernels.h"

@@ -1,7 +1,7 @@
 #pragma once
 // Raw-pointer building blocks of the fused CPU TTT scan (lib/ttt/scan_cpu_fused.*): a row-major
 // GEMM on the BLAS LibTorch links, and single-pass row/elementwise kernels for the helpers of
-// spec ttt.md §2 (GELU(tanh) with its derivatives sharing one tanh, ln_fwd + residual,
+// docs/ttt.md §2 (GELU(tanh) with its derivatives sharing one tanh, ln_fwd + residual,
 // ln_fused_l2_bwd and their vector-Jacobian products). All take contiguous row-major data of one
 // (batch, head); T is float or double and every reduction runs in T (fp32 statistics for fp32).
 #include <cstdint>

@@ -32,7 +32,7 @@ SSMGatingOptions SSMGatingOptions::vdit(int64_t dim, double init) {
 
 SSMGating::SSMGating(const SSMGatingOptions& options) : options_(options) {
   if (options.dim <= 0) throw Error("", "gating_alpha", "SSMGating needs dim > 0", ErrorKind::Usage);
-  // Constant init, as VDIT's torch.ones(D) * gating_alpha_init (ttt.md §1.1 table).
+  // Constant init, as VDIT's torch.ones(D) * gating_alpha_init (docs/ttt.md §1.1 table).
   gating_alpha = register_parameter("gating_alpha", at::full({options.dim}, options.gating_alpha_init, at::kFloat));
 }
 

@@ -1,6 +1,6 @@
 #pragma once
-// SSMGating: the per-channel tanh gate put on a TTT branch (spec ttt.md §4):
-//   out = tanh(alpha) ⊙ y,  alpha ∈ R^D registered as `gating_alpha` (checkpoint-keys.md §1.2).
+// SSMGating: the per-channel tanh gate put on a TTT branch (docs/ttt.md §4):
+//   out = tanh(alpha) ⊙ y,  alpha ∈ R^D registered as `gating_alpha` (docs/checkpoint-keys.md §1.2).
 // VDIT (dit.py:L90-103) applies tanh(alpha) directly; the Moshi-TTT fork clamps alpha to [-3, 3]
 // first (FORK moshi_ttt/ssm_gating.py:L40-41), which freezes the gradient of channels outside the
 // clamp range. Both are one implementation with the clamp as a named option.

@@ -1,4 +1,4 @@
-// Input preparation of the TTT layer (spec ttt.md §1).
+// Input preparation of the TTT layer (docs/ttt.md §1).
 #include "ttt/ttt_inputs.h"
 
 #include "core/error.h"

@@ -1,5 +1,5 @@
 #pragma once
-// Input preparation of the TTT layer (spec ttt.md §1): L2 normalisation, RoPE, reconstruction
+// Input preparation of the TTT layer (docs/ttt.md §1): L2 normalisation, RoPE, reconstruction
 // target, learnable token-wise learning rate and the eta matrices. Used by TTTLayer and exposed
 // for tests and the golden runner.
 #include <ATen/ATen.h>

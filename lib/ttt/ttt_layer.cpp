@@ -1,4 +1,4 @@
-// The TTT layer: wrapper (spec ttt.md §1), inner loop via ttt_scan/ttt_step (§2, §3), persistent
+// The TTT layer: wrapper (docs/ttt.md §1), inner loop via ttt_scan/ttt_step (§2, §3), persistent
 // per-element state and streaming over arbitrary chunks (§2.4, §7b/c).
 #include "ttt/ttt_layer.h"
 
@@ -62,7 +62,7 @@ TTTConfig TTTConfig::moshi(int64_t D, int64_t H, int64_t b) {
   c.num_heads = H;
   c.mini_batch_size = b;
   c.inner = InnerModel::mlp;
-  c.proj_bias = true;  // the fork's wq..wo carry a bias (checkpoint-keys.md §1.2)
+  c.proj_bias = true;  // the fork's wq..wo carry a bias (docs/checkpoint-keys.md §1.2)
   c.l2_normalize_qk = true;
   c.rope = Rope::minibatch_1d;
   c.recon_target = ReconTarget::correct;

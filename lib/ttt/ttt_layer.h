@@ -1,8 +1,8 @@
 #pragma once
-// The TTT layer (spec ttt.md §1) with its inner loop in the dual form (§2), the scan with
+// The TTT layer (docs/ttt.md §1) with its inner loop in the dual form (§2), the scan with
 // checkpoint groups (§3) and a persistent, per-batch-element state for streaming (§2.4, §7b/c).
 //
-// One implementation, variants as named options (design/architecture.md):
+// One implementation, variants as named options (docs/architecture.md):
 //   InnerModel {linear, mlp}        TTT-Linear / TTT-MLP (depth + expansion configurable)
 //   ReconTarget {correct, legacy, raw}  LN(XV-XK) (+XK) / the fork's LN(XV)-XK / LMPT's XV-XK
 //   Eta {causal, dit}               tril + token factor 1/(i+1)+tau (LM) / VDIT's identical rows (leaks)
@@ -129,7 +129,7 @@ class TTTLayer {
   // (W - tok_last * acc): {W1, .., Wn, b1, .., bn}, each [B, H, ...].
   std::vector<at::Tensor> effective_weights(const TTTState& state) const;
 
-  // Parameters under checkpoint names (checkpoint-keys.md §1.2): wq.weight, wq.bias, ..., wo.bias,
+  // Parameters under checkpoint names (docs/checkpoint-keys.md §1.2): wq.weight, wq.bias, ..., wo.bias,
   // learnable_ttt_lr_weight [H,1,D], learnable_ttt_lr_bias [H,1], ttt_norm_weight/bias [H,d],
   // W1,b1(,W2,b2) or weights.k/biases.k (depth >= 3), post_norm.weight/bias [D],
   // learnable_token_idx [b] (Eta::causal only).

@@ -1,4 +1,4 @@
-// TTT inner loop (dual form, spec ttt.md §2) and scan with checkpoint groups (§3).
+// TTT inner loop (dual form, docs/ttt.md §2) and scan with checkpoint groups (§3).
 #include "ttt/ttt_scan.h"
 
 #include <torch/csrc/autograd/autograd.h>

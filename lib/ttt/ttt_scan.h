@@ -1,5 +1,5 @@
 #pragma once
-// The TTT inner loop in the dual form (spec ttt.md §2) and the scan over mini-batches with
+// The TTT inner loop in the dual form (docs/ttt.md §2) and the scan over mini-batches with
 // checkpoint groups (§3). This is the seam the CUDA kernels plug into: ttt_scan() checks whether a
 // registered backend (lib/ttt/cuda_dispatch.*) accepts the inputs and otherwise runs the LibTorch
 // reference path below, which autograd differentiates (outer-loop gradients through the inner loop).

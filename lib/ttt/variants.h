@@ -1,5 +1,5 @@
 #pragma once
-// The named variants of the one TTT implementation (design/architecture.md "variants are options"),
+// The named variants of the one TTT implementation (docs/architecture.md "variants are options"),
 // torch-free so that the configuration model (lib/moshi/config.h) and the audit can hold them.
 // Each enum has one spelling table (variants.cpp): parse_variant() for configuration files and
 // flags, variant_name() for reports; an unknown spelling is an mtt::Error naming the file and key.
@@ -8,12 +8,12 @@
 namespace mtt::ttt {
 
 enum class InnerModel { linear, mlp };
-// Reconstruction target handed to the op as "XV" (the op trains on XV - XK), spec ttt.md §1.1 step 4, §7a.
+// Reconstruction target handed to the op as "XV" (the op trains on XV - XK), docs/ttt.md §1.1 step 4, §7a.
 //   correct: LN(XV - XK) + XK (unbiased std, eps recon_target_eps, shares ttt_norm gamma/beta)
 //   legacy:  the fork's per-head layer_norm(XV) (biased variance), XK neither subtracted nor added
 //   raw:     XV unchanged (LMPT: target = XV - XK, no LN)
 enum class ReconTarget { correct, legacy, raw };
-// Learning-rate matrix eta[i, j] of a mini-batch (ttt.md §1.1 step 7, §1.2):
+// Learning-rate matrix eta[i, j] of a mini-batch (docs/ttt.md §1.1 step 7, §1.2):
 //   causal: max(0, 1/(i+1) + tau_i) * base_lr * sigmoid(x_j.w_h + c_h) / d, lower-triangular
 //   dit:    base_lr * sigmoid(x_j.w_h + c_h) / (d * b) for every row, no tril (future leak, §4)
 enum class Eta { causal, dit };
@@ -24,11 +24,11 @@ enum class PadUpdates { masked, legacy };
 // copy on every forward, training included (fork bug c). Both legacy modes start each call from the
 // parameters and ignore the TTTState contents.
 enum class StateMode { functional, legacy_batch0_copy, legacy_write_params };
-// RoPE on XQ/XK, adjacent-pair convention (2i, 2i+1), cos/sin computed in fp32 (ttt.md §1.2):
+// RoPE on XQ/XK, adjacent-pair convention (2i, 2i+1), cos/sin computed in fp32 (docs/ttt.md §1.2):
 //   none; minibatch_1d: positions modulo b over the whole head dim (LMPT/LMJAX);
 //   vdit_frames: VDIT's 3-D RoPE on a 1x1 grid: the first d/4 channels rotate by the absolute
 //   position t with theta^(-2i/(d/4)), the rest are untouched (golden *_rope1d files);
-//   fork_audio: the Moshi-TTT fork's optional "audio" RoPE (use_rope, off by default; ttt.md §6):
+//   fork_audio: the Moshi-TTT fork's optional "audio" RoPE (use_rope, off by default; docs/ttt.md §6):
 //   positions modulo b, frequencies theta^(-2i/d) * (0.5 + 1.5 exp(-2i/(2d))) over the whole head dim.
 enum class Rope { none, minibatch_1d, vdit_frames, fork_audio };
 // Query pass of a TTT-MLP with >= 3 inner layers (issue 12):

@@ -1,5 +1,5 @@
-// The parameter declaration against the counts stated in the specs (moshi.md §4.2,
-// checkpoint-keys.md §1.2-1.4, seed 000).
+// The parameter declaration against the counts stated in the specs (docs/moshi.md §4.2,
+// docs/checkpoint-keys.md §1.2-1.4, seed 000).
 #include <gtest/gtest.h>
 
 #include <set>
@@ -12,7 +12,7 @@ using namespace mtt::moshi;
 TEST(Schema, Moshiko7bKeyCountsBothAttentionForms) {
   auto c = SchemaConfig::moshiko_7b();
   auto s = declare_parameters(c);
-  // moshi.md §0/§4.2: 439 module keys, 7,687,729,152 parameters.
+  // docs/moshi.md §0/§4.2: 439 module keys, 7,687,729,152 parameters.
   EXPECT_EQ(s.params.size(), 439u);
   EXPECT_EQ(s.total_params(), 7'687'729'152LL);
   c.fused_attention_names = true;
@@ -44,7 +44,7 @@ TEST(Schema, ForkHybridLayerKeysAndSizes) {
     if (p.duplicate_of.empty()) ++distinct;
     if (p.name.find(".seq_modeling_block.") != std::string::npos && p.duplicate_of.empty()) new_params += p.numel();
   }
-  // checkpoint-keys.md §1.1: 32 keys for 26 distinct tensors; §1.4: 71,495,712 new parameters.
+  // docs/checkpoint-keys.md §1.1: 32 keys for 26 distinct tensors; §1.4: 71,495,712 new parameters.
   EXPECT_EQ(keys, 32u);
   EXPECT_EQ(distinct, 26u);
   EXPECT_EQ(new_params, 71'495'712LL);
@@ -84,7 +84,7 @@ TEST(Schema, ForkLoraAndInnerVariants) {
   auto s = declare_parameters(c);
   std::size_t keys = 0;
   for (const auto& p : s.params) keys += p.layer == 29;
-  EXPECT_EQ(keys, 48u);  // checkpoint-keys.md §1.3
+  EXPECT_EQ(keys, 48u);  // docs/checkpoint-keys.md §1.3
   const auto* b = s.find("transformer.layers.29.original_layer.self_attn.in_projs.0.lora_B.weight");
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(b->shape, (std::vector<int64_t>{12288, 16}));

@@ -1,5 +1,5 @@
 // The `pad-tokens` experiment on its reduced grid (pad mode x length 16 / 12 with b = 8 x projection
-// bias init), checked against what the math of the fork's zero pads requires (spec ttt.md §1.1, §6).
+// bias init), checked against what the math of the fork's zero pads requires (docs/ttt.md §1.1, §6).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,6 +1,6 @@
 // Seed 001's question answered by construction: `--force-gating-alpha 0` on a Moshi-TTT checkpoint
 // must give exactly what the base Moshi model gives when it is built on its own, without TTT layers,
-// from the same base weights (spec ttt.md §5: the branch is tanh(alpha) * TTT(x) added to the
+// from the same base weights (docs/ttt.md §4: the branch is tanh(alpha) * TTT(x) added to the
 // residual, so tanh(0) = 0 removes it, and the backward gate is never called in a causal model).
 #include <gtest/gtest.h>
 
@@ -55,7 +55,7 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// The fork layout (checkpoint-keys.md §1.2) keeps a hybrid layer's Moshi weights under
+// The fork layout (docs/checkpoint-keys.md §1.2) keeps a hybrid layer's Moshi weights under
 // original_layer.* (and again under seq_modeling_block.original_layer.*); the base model stores them
 // under the layer itself.
 std::map<std::string, at::Tensor> base_model_tensors(const std::map<std::string, at::Tensor>& hybrid) {

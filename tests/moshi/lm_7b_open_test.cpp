@@ -1,4 +1,4 @@
-// A moshiko-7B-shaped checkpoint (legacy fused names, bf16, spec moshi.md §4.2) is opened and the
+// A moshiko-7B-shaped checkpoint (legacy fused names, bf16, docs/moshi.md §4.2) is opened and the
 // model constructed on it without reading the weights: the file is sparse (no data on disk), the
 // parameters are zero-copy views of the mapping, and RSS stays far below the 15 GB of weights.
 #include <gtest/gtest.h>
@@ -55,7 +55,7 @@ TEST(Moshi7B, OpensAndConstructsWithoutReadingWeights) {
   const std::string path = (dir / "model.safetensors").string();
   LMConfig cfg = LMConfig::moshiko_7b();
   ModelSchema s = declare_parameters(cfg.to_schema(/*fused_attention_names=*/true));
-  EXPECT_EQ(s.params.size(), 355u);  // moshi.md §4.2
+  EXPECT_EQ(s.params.size(), 355u);  // docs/moshi.md §4.2
   const int64_t bytes = write_sparse_checkpoint(path, s);
   EXPECT_EQ(bytes, 2 * 7687729152LL);  // 7.69 B parameters in bf16
 

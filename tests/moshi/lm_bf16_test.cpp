@@ -88,7 +88,7 @@ TEST(MoshiBf16, LoadsBf16CheckpointZeroCopyAndConverts) {
 }
 
 TEST(MoshiBf16, UpstreamFusedNamesInBf16LoadZeroCopy) {
-  // moshiko's own file layout (moshi.md §4.1): legacy fused in_proj_weight / out_proj.weight,
+  // moshiko's own file layout (docs/moshi.md §4.1): legacy fused in_proj_weight / out_proj.weight,
   // the depformer's per-step weights stacked, every tensor bf16.
   const LMConfig c = LMConfig::tiny();
   test::TempDir dir;

@@ -178,7 +178,7 @@ TEST_P(ForkRuns, ForwardStreamAndGatesAtZeroInForkMode) {
 
 TEST_P(ForkRuns, EveryTensorTheForkWritesIsDeclaredWithItsShape) {
   // The audit's view (lib/moshi/schema.h): no key of the run's file is unknown or mis-shaped, the
-  // LoRA adapters included (checkpoint-keys.md §1.3-1.4), and only the fork's dead tensors are unused.
+  // LoRA adapters included (docs/checkpoint-keys.md §1.3-1.4), and only the fork's dead tensors are unused.
   const Case& k = GetParam();
   const fs::path run = runs_dir() / k.name / "run" / "checkpoints" / "checkpoint_000003" / "consolidated" / k.weights;
   if (!fs::exists(run)) GTEST_SKIP() << run << " missing";

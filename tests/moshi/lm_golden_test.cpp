@@ -56,7 +56,7 @@ TEST(MoshiGolden, ForwardMatchesUpstreamTestLm) {
 }
 
 TEST(MoshiGolden, FileNamesUseTheLegacyFusedForm) {
-  // The released asset stores the depformer attention stacked over steps (moshi.md §4.1/§4.2);
+  // The released asset stores the depformer attention stacked over steps (docs/moshi.md §4.1/§4.2);
   // loading must split it into the schedule's weight sets (2 sets for schedule [0, 1, 1]).
   const auto dir = test::golden_dir() / "moshi";
   auto t = nn::load_tensors((dir / "test_lm_model.safetensors").string());

@@ -1,5 +1,5 @@
 // Fork hybrid options that reach the TTT layer through the ttt: section (moshi_ttt/config.py):
-// scan_checkpoint_group_size recomputes the scan in groups (ttt.md §3: memory, not values) and
+// scan_checkpoint_group_size recomputes the scan in groups (docs/ttt.md §3: memory, not values) and
 // use_rope switches on the fork's audio RoPE (ttt::Rope::fork_audio).
 #include "moshi_test_util.h"
 

@@ -1,4 +1,4 @@
-// In-Place TTT wired into the Moshi LM (spec ttt.md §8, checkpoint-keys.md §2): layers from the
+// In-Place TTT wired into the Moshi LM (docs/ttt.md §8, docs/checkpoint-keys.md §2): layers from the
 // config's start/frequency, registered names == the schema, the full-sequence forward equals
 // streaming for several chunk sizes and call sizes, a zero target generator is the base model with
 // exactly zero gradients into it, and checkpoints in the port's layout load without gaps.
@@ -199,7 +199,7 @@ TEST(MoshiInPlace, CheckpointInThePortLayoutLoads) {
   const std::string path = (dir / "inplace.safetensors").string();
   InitOptions io;
   io.seed = 3;
-  io.dtype = DType::BF16;  // consolidated checkpoints are bf16 (checkpoint-keys.md §2.4)
+  io.dtype = DType::BF16;  // consolidated checkpoints are bf16 (docs/checkpoint-keys.md §2.4)
   write_initial_checkpoint(path, schema, io);
   for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
     LMModel m(c);

@@ -146,7 +146,7 @@ TEST(MoshiLora, ZeroLoraBIsTheBaseModelExactly) {
 }
 
 TEST(MoshiLora, ForkAdapterLayoutLoadsOverTheBase) {
-  // What the fork writes with save_adapters (checkpoint-keys.md §1.4): lora.safetensors holds the
+  // What the fork writes with save_adapters (docs/checkpoint-keys.md §1.4): lora.safetensors holds the
   // adapters, of a hybrid layer under original_layer.* only; the base is the plain model's
   // `.weight` names (moshi's load hook moves them to frozen_W.weight).
   const LMConfig c = tiny_hybrid();
@@ -210,7 +210,7 @@ TEST(MoshiLora, LinearsWithoutAdaptersStayPlain) {
 }
 
 TEST(MoshiLora, InPlaceTargetProjectionAdapterIsMerged) {
-  // The port's LoRA wraps target_generator.W_target too (checkpoint-keys.md §2.3); the In-Place TTT
+  // The port's LoRA wraps target_generator.W_target too (docs/checkpoint-keys.md §2.3); the In-Place TTT
   // reads it as a matrix, so its adapter is merged at load in both forms.
   LMConfig c = LMConfig::tiny();
   c.ttt = ttt_settings_from_yaml("ttt:\n  enable: true\n  variant: inplace\n  start_layer: 1\n  layer_frequency: 2\n");

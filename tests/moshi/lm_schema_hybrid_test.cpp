@@ -76,7 +76,7 @@ TEST(MoshiSchema, ConsumedParametersGetGradientsUnusedOnesNone) {
       }
     }
     EXPECT_GT(consumed, 0);
-    if (c.ttt.enable) EXPECT_GT(unused, 0);  // wo, post_norm, backward gate (checkpoint-keys.md §1.4)
+    if (c.ttt.enable) EXPECT_GT(unused, 0);  // wo, post_norm, backward gate (docs/checkpoint-keys.md §1.4)
   }
 }
 
@@ -220,7 +220,7 @@ ttt:
   t.layers = "40";
   EXPECT_THROW(t.resolve_layers(32), Error);
   // The fork's 7B conversion of seed 004: +214,487,136 parameters for 3 layers (71,495,712 each,
-  // checkpoint-keys.md §1.4), counted over distinct new tensors.
+  // docs/checkpoint-keys.md §1.4), counted over distinct new tensors.
   LMConfig c = LMConfig::moshiko_7b();
   c.ttt = ttt_settings_from_yaml(yaml, "run.yaml");
   ModelSchema s = declare_parameters(c.to_schema());
@@ -231,7 +231,7 @@ ttt:
 }
 
 TEST(MoshiConfig, MoshiJsonConfig) {
-  // configs/moshi_7b_202409.json (moshi.md §1).
+  // configs/moshi_7b_202409.json (docs/moshi.md §1).
   const std::string json = R"({"dim": 4096, "text_card": 32000, "existing_text_padding_id": 3, "n_q": 16,
     "dep_q": 8, "card": 2048, "num_heads": 32, "num_layers": 32, "hidden_scale": 4.125, "causal": true,
     "layer_scale": null, "context": 3000, "max_period": 10000, "gating": "silu", "norm": "rms_norm_f32",

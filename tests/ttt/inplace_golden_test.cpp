@@ -164,7 +164,7 @@ TEST(InPlaceGolden, UpdateMovesTheOutputAsTheReferenceSays) {
 }
 
 TEST(InPlaceGolden, LoraNamesAreMergedOnLoad) {
-  // Port checkpoint with LoRA: W_target.frozen_W.weight + scaling · lora_B · lora_A (checkpoint-keys.md §2.3).
+  // Port checkpoint with LoRA: W_target.frozen_W.weight + scaling · lora_B · lora_A (docs/checkpoint-keys.md §2.3).
   for (const auto& f : inplace_files()) {
     GoldenFile g = GoldenFile::open(f);
     const at::Tensor W = g.tensor("target_generator.W_target.weight");

@@ -1,5 +1,5 @@
 // In-Place TTT behaviour beyond the goldens: the official variant against a token-by-token
-// reference written from ttt.md §8, streaming (functional) == whole-sequence forward, the
+// reference written from docs/ttt.md §8, streaming (functional) == whole-sequence forward, the
 // parameter is never written in the functional mode, the port's legacy in-place mode, causality.
 #include <gtest/gtest.h>
 
@@ -19,7 +19,7 @@ void randomise(InPlaceTTT& b, double target_std) {
   if (b.w_down_pretrained.defined()) b.w_down_pretrained.copy_(b.w_down);
 }
 
-// Loop reference of ttt.md §8 (official): per chunk of C tokens, depthwise conv k with (k−1)/2 zero
+// Loop reference of docs/ttt.md §8 (official): per chunk of C tokens, depthwise conv k with (k−1)/2 zero
 // taps outside the chunk, V̂ = c·P (P contracted over its first index), Δ = Σ_c V̂_cᵀ Z_c,
 // y_c = Z_c (W0 + lr Σ_{j<i} Δ_j)ᵀ. Everything in float64, one token at a time.
 at::Tensor official_reference(const InPlaceTTT& b, const at::Tensor& x, const at::Tensor& t) {
@@ -153,7 +153,7 @@ TEST(InPlaceLegacy, PortInPlaceModeWritesWDownAndDiffersFromTraining) {
   EXPECT_TRUE(close_to("legacy outputs", at::cat(ys, 1), at::matmul(z, w0.t()), 1e-6));
   EXPECT_FALSE(at::equal(b.w_down, w0)) << "legacy mode must write the update into w_down";
   // ... and the completed chunk was written into w_down with V̂ computed per call (the next token
-  // is a zero pad in streaming: the port's train/test mismatch, ttt.md §8).
+  // is a zero pad in streaming: the port's train/test mismatch, docs/ttt.md §8).
   std::vector<at::Tensor> vs;
   for (int64_t i = 0; i < 3; ++i) vs.push_back(b.target(t.narrow(1, i, 1)).detach());
   at::Tensor expect = w0 + 0.5 * b.chunk_delta(at::cat(vs, 1), z).squeeze(0).detach();

@@ -1,4 +1,4 @@
-// RoPE variants of the TTT wrapper (spec ttt.md §1.2, §6): the fork's optional "audio" RoPE against
+// RoPE variants of the TTT wrapper (docs/ttt.md §1.2, §6): the fork's optional "audio" RoPE against
 // its formula evaluated independently in double precision, and chunked application == one shot.
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>

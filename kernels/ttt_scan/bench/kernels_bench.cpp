@@ -1,6 +1,6 @@
 // Benchmark of the fused TTT scan kernels against the LibTorch op path (lib/ttt ttt_scan_reference)
 // on the same device: tokens/s and TFLOP/s for TTT-Linear and TTT-MLP at Moshi-like shapes
-// (H 32, d 128 and H 64, d 64; causal eta; spec ttt.md §9 for the FLOP counts).
+// (H 32, d 128 and H 64, d 64; causal eta; docs/ttt.md §9 for the FLOP counts).
 //   kernels_bench [--json] [--cpu] [--reps N] [--seq L]
 // Without a GPU it says so (and exits 0); --cpu then times the kernels' CPU copy (../cpu_ref)
 // against the LibTorch CPU path on a small shape instead (a host-side figure, not a kernel figure).

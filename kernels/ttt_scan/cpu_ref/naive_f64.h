@@ -1,6 +1,6 @@
 #pragma once
 // An independent fp64 forward of the TTT scan, written per token from the equations (docs: spec
-// ttt.md §2.1-2.2) rather than from ../algo.h: the yardstick for the float32 copy of the kernel
+// docs/ttt.md §2.1-2.2) rather than from ../algo.h: the yardstick for the float32 copy of the kernel
 // algorithm, and through central differences for its backward. Test code; plain loops, no GEMM
 // executor, no buffer plan. Same row-major layouts as TTTScanParams.
 #include <vector>

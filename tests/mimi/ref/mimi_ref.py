@@ -5,7 +5,7 @@ and the model's outputs, so the C++ test can load the same weights with our load
 Run with the moshi reference venv (MTT_REF_PYTHON):
     python mimi_ref.py --config tiny|full --out DIR [--seed 1234]
 
-Writes DIR/<config>_weights.safetensors (checkpoint names, spec moshi.md §5.6: legacy fused
+Writes DIR/<config>_weights.safetensors (checkpoint names, docs/moshi.md §5.6: legacy fused
 attention names `in_proj_weight`/`out_proj.weight` as in the released file) and
 DIR/<config>_io.safetensors with:
   x_off [B,1,N]            offline input (N not a multiple of the frame size: exercises padding)
@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 
 def tiny_config():
-    # spec moshi.md §7 "Smallest faithful config": every Mimi code path, tiny widths; context 5
+    # docs/moshi.md §7 "Smallest faithful config": every Mimi code path, tiny widths; context 5
     # so the streaming ring wraps within a few frames.
     seanet = dict(loaders._seanet_kwargs)
     seanet.update(dimension=32, n_filters=4)
