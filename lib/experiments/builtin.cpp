@@ -12,6 +12,7 @@ std::vector<ExperimentKind> make_builtin_experiments() {
   kinds.push_back(make_gradient_flow());
   kinds.push_back(make_ring_cache());
   kinds.push_back(make_inplace_update());
+  kinds.push_back(make_fork_streaming());
   kinds.push_back(make_pad_tokens());
   return kinds;
 }

@@ -17,5 +17,6 @@ ExperimentKind make_gradient_flow();
 ExperimentKind make_ring_cache();
 ExperimentKind make_pad_tokens();
 ExperimentKind make_inplace_update();
+ExperimentKind make_fork_streaming();
 
 }  // namespace mtt::experiments
