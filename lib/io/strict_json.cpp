@@ -1,10 +1,12 @@
 #include "io/strict_json.h"
 
 #include <cstring>
+#include <filesystem>
 #include <set>
 #include <string_view>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace mtt::io {
@@ -95,6 +97,17 @@ json parse_json_strict(const char* begin, const char* end, const std::string& fi
   if (sax.too_deep_)
     throw Error(file, "", is + "not valid JSON here: nested deeper than " + std::to_string(max_depth) + " levels");
   throw Error(file, "", is + "not valid JSON: " + sax.syntax_error_);
+}
+
+json parse_json_strict(const std::string& text, const std::string& file, const std::string& subject, int max_depth) {
+  return parse_json_strict(text.data(), text.data() + text.size(), file, subject, max_depth);
+}
+
+json read_json_file_strict(const std::string& path, int max_depth) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path, "", "is a directory, expected a JSON file");
+  if (!std::filesystem::exists(path, ec)) throw Error(path, "", "no such file");
+  return parse_json_strict(read_file(path), path, "", max_depth);
 }
 
 }  // namespace mtt::io

@@ -16,5 +16,9 @@ namespace mtt::io {
 // messages ("header"); empty for a whole file.
 nlohmann::json parse_json_strict(const char* begin, const char* end, const std::string& file,
                                  const std::string& subject = "", int max_depth = 64);
+nlohmann::json parse_json_strict(const std::string& text, const std::string& file, const std::string& subject = "",
+                                 int max_depth = 64);
+// A whole JSON file (Error naming it when it is missing, a directory or unreadable).
+nlohmann::json read_json_file_strict(const std::string& path, int max_depth = 64);
 
 }  // namespace mtt::io
