@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/strict_json.h"
+#include "io/strict_yaml.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -37,22 +39,12 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(read_text(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path, "byte " + std::to_string(e.byte), "malformed JSON");
-  }
-}
+json read_json(const std::string& path) { return io::parse_json_strict(read_text(path), path); }
 
 YAML::Node read_yaml(const std::string& path) {
-  try {
-    YAML::Node n = YAML::Load(read_text(path));
-    if (!n.IsMap()) throw Error(path, "", "expected a YAML mapping");
-    return n;
-  } catch (const YAML::Exception& e) {
-    throw Error(path, "line " + std::to_string(e.mark.line + 1), e.msg);
-  }
+  YAML::Node n = io::load_yaml_strict(read_text(path), path);
+  if (!n.IsMap()) throw Error(path, "", "expected a YAML mapping");
+  return n;
 }
 
 bool is_dir(const std::string& p) {

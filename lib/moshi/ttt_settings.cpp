@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/strict_yaml.h"
 
 namespace mtt::moshi {
 
@@ -75,19 +76,26 @@ void TTTSettings::validate(const std::string& file) const {
   finite_pos(inplace_lr, "inplace_lr");
   if (!std::isfinite(initial_gating_alpha)) bad("initial_gating_alpha", "must be finite");
   if (!std::isfinite(inplace_delta_clip)) bad("delta_clip_fro_norm", "must be finite (null: no clip)");
-  if (mini_batch_size <= 0 || mini_batch_size > (int64_t{1} << 20)) bad("mini_batch_size", "must be in 1..2^20");
-  if (ttt_mlp_layers < 1 || ttt_mlp_layers > 64) bad("ttt_mlp_layers", "must be in 1..64");
-  for (auto h : ttt_mlp_hidden_dims)
-    if (h <= 0) bad("ttt_mlp_hidden_dims", "every width must be positive");
+  // Upper bounds far above any Moshi (dim 4096, 32 heads) keep a typo from allocating terabytes.
+  auto in = [&](int64_t v, int64_t lo, int64_t hi, const char* key) {
+    if (v < lo || v > hi)
+      bad(key, "must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + std::to_string(v));
+  };
+  in(mini_batch_size, 1, int64_t{1} << 20, "mini_batch_size");
+  in(ttt_mlp_layers, 1, 64, "ttt_mlp_layers");
+  if (ttt_mlp_expansion_factor > 64) bad("ttt_mlp_expansion_factor", "must be at most 64");
+  for (auto h : ttt_mlp_hidden_dims) in(h, 1, int64_t{1} << 20, "ttt_mlp_hidden_dims");
   if (!ttt_mlp_hidden_dims.empty() && static_cast<int64_t>(ttt_mlp_hidden_dims.size()) != ttt_mlp_layers - 1)
     bad("ttt_mlp_hidden_dims", "needs ttt_mlp_layers - 1 = " + std::to_string(ttt_mlp_layers - 1) + " widths");
-  if (scan_checkpoint_group_size < 0) bad("scan_checkpoint_group_size", "must be >= 0");
-  if (inplace_chunk_size <= 0) bad("chunk_size", "must be positive");
-  if (conv_kernel_size <= 0) bad("conv_kernel_size", "must be positive");
-  if (inplace_start_layer < 0) bad("start_layer", "must be >= 0");
-  if (inplace_layer_frequency <= 0) bad("layer_frequency", "must be positive");
-  if (model_dim && *model_dim <= 0) bad("model_dim", "must be positive");
-  if (num_heads && *num_heads <= 0) bad("num_heads", "must be positive");
+  in(scan_checkpoint_group_size, 0, int64_t{1} << 20, "scan_checkpoint_group_size");
+  in(inplace_chunk_size, 1, int64_t{1} << 20, "chunk_size");
+  in(conv_kernel_size, 1, 1024, "conv_kernel_size");
+  in(inplace_start_layer, 0, 4096, "start_layer");
+  in(inplace_layer_frequency, 1, 4096, "layer_frequency");
+  if (model_dim) in(*model_dim, 1, 65536, "model_dim");
+  if (num_heads) in(*num_heads, 1, 4096, "num_heads");
+  if (!std::isfinite(inplace_delta_clip_epsilon) || inplace_delta_clip_epsilon < 0)
+    bad("delta_clip_epsilon", "must be a finite number >= 0");
   if (lr && (!std::isfinite(*lr) || *lr < 0)) bad("lr", "must be a finite number >= 0");
   if (model_dim && num_heads && *model_dim % *num_heads) bad("num_heads", "must divide model_dim");
   if (inplace_activation != "gating" && inplace_activation != "gelu" && inplace_activation != "silu")
@@ -116,8 +124,10 @@ bool TTTSettings::operator==(const TTTSettings& o) const {
 
 namespace {
 
+// "ttt.key (line N)"; nodes built in code (an experiment's JSON config) have no line: the caller
+// places the key (experiments/config_keys.h).
 std::string where(const std::string& key, const YAML::Node& node) {
-  return "ttt." + key + " (line " + std::to_string(node.Mark().line + 1) + ")";
+  return io::yaml_where("ttt." + key, node);
 }
 
 template <typename T>
@@ -256,7 +266,8 @@ TTTSettings ttt_settings_from_node(const YAML::Node& root, const std::string& fi
       {"inplace_activation", str(t.inplace_activation)},
   };
   for (auto it = n.begin(); it != n.end(); ++it) {
-    const std::string k = it->first.as<std::string>();
+    if (!it->first.IsScalar()) throw Error(file, where("", it->first), "keys must be plain names");
+    const std::string k = it->first.Scalar();
     const YAML::Node v = it->second;
     if (kToolingKeys.count(k)) {
       t.not_acted_on.push_back("ttt." + k + ": " + (v.IsNull() ? "null" : scalar_text(v)));
@@ -293,12 +304,7 @@ TTTSettings ttt_settings_from_node(const YAML::Node& root, const std::string& fi
 }
 
 TTTSettings ttt_settings_from_yaml(const std::string& text, const std::string& file, TTTDialect hint) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(file, "line " + std::to_string(e.mark.line + 1), e.msg);
-  }
+  const YAML::Node root = io::load_yaml_strict(text, file);
   if (!root || !root.IsMap()) throw Error(file, "", "expected a YAML mapping");
   return ttt_settings_from_node(root, file, hint);
 }
