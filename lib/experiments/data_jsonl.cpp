@@ -12,12 +12,15 @@
 #include "core/error.h"
 #include "core/output_set.h"
 #include "io/audio.h"
+#include "io/strict_json.h"
 #include "nn/tensor_io.h"
 
 namespace mtt::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+constexpr double kMaxDurationSeconds = 7 * 24 * 3600;
 
 std::vector<JsonlEntry> read_finetune_jsonl(const std::string& jsonl_path) {
   std::ifstream in(jsonl_path);
@@ -32,9 +35,9 @@ std::vector<JsonlEntry> read_finetune_jsonl(const std::string& jsonl_path) {
     const std::string where = "line " + std::to_string(line_no);
     json j;
     try {
-      j = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(jsonl_path, where, std::string("not JSON: ") + e.what());
+      j = io::parse_json_strict(text, jsonl_path, "the line");  // duplicate keys, NUL bytes, 1e999 too
+    } catch (const Error& e) {
+      throw Error(jsonl_path, where, e.key().empty() ? e.reason() : e.key() + ": " + e.reason());
     }
     if (!j.is_object()) throw Error(jsonl_path, where, "expected an object {\"path\": ..., \"duration\": ...}");
     if (!j.contains("path") || !j["path"].is_string() || j["path"].get<std::string>().empty())
@@ -43,8 +46,11 @@ std::vector<JsonlEntry> read_finetune_jsonl(const std::string& jsonl_path) {
       throw Error(jsonl_path, where, "missing or non-numeric \"duration\" (seconds)");
     JsonlEntry e;
     e.duration = j["duration"].get<double>();
-    if (!(e.duration > 0) || !std::isfinite(e.duration))
-      throw Error(jsonl_path, where, "\"duration\" must be a positive number of seconds");
+    // Frames are ceil(duration x 12.5) in 64 bits: a week of audio is far beyond any dialogue.
+    if (!(e.duration > 0) || !(e.duration <= kMaxDurationSeconds))
+      throw Error(jsonl_path, where,
+                  "\"duration\" must be a number of seconds in (0, " + std::to_string(static_cast<int>(kMaxDurationSeconds)) +
+                      "], got " + j["duration"].dump());
     fs::path p = j["path"].get<std::string>();
     e.path = (p.is_absolute() ? p : dir / p).lexically_normal().string();
     e.line = line_no;

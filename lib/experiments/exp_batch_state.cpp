@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/ttt_settings.h"
 #include "ttt/ttt_layer.h"
 
@@ -101,8 +102,20 @@ Verdict verdict_batch_state(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_batch_state() {
-  return {"batch-state", "B > 1 with the fork's batch-0 state copy vs per-element state: per-element divergence",
-          run_batch_state, verdict_batch_state};
+  ExperimentKind k{"batch-state", "B > 1 with the fork's batch-0 state copy vs per-element state: per-element divergence",
+                   run_batch_state, verdict_batch_state, /*device_aware=*/false, {}};
+  std::set<std::string> ttt = toy_ttt_keys();
+  ttt.erase("initial_gating_alpha");
+  ttt.erase("lr");
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .choice("state_mode", {"functional", "legacy_batch0_copy", "legacy_write_params"})
+                 .integer("batch_size", 1, 256)
+                 .integer("chunk_len", 1, 8192)
+                 .integer("chunks", 1, 256)
+                 .section("ttt", ttt_section_check(ttt, /*toy_layer=*/true))
+                 .relation(size_cap({{"batch_size", 3}, {"chunk_len", 16}, {"ttt.model_dim", 32}}, "chunk_len"));
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/ttt_settings.h"
 #include "ttt/ttt_layer.h"
 
@@ -89,8 +90,17 @@ Verdict verdict_causal_leak(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_causal_leak() {
-  return {"causal-leak", "non-causal (DiT/fork) vs causal eta: gradient of output t w.r.t. inputs after t",
-          run_causal_leak, verdict_causal_leak};
+  ExperimentKind k{"causal-leak", "non-causal (DiT/fork) vs causal eta: gradient of output t w.r.t. inputs after t",
+                   run_causal_leak, verdict_causal_leak, /*device_aware=*/false, {}};
+  std::set<std::string> ttt = toy_ttt_keys();
+  ttt.erase("initial_gating_alpha");  // a bare TTT layer: no gate, no outer training
+  ttt.erase("lr");
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .integer("seq_len", 1, 1024)  // one backward pass per position
+                 .section("ttt", ttt_section_check(ttt, /*toy_layer=*/true))
+                 .relation(size_cap({{"seq_len", 24}, {"seq_len", 24}, {"ttt.model_dim", 32}}, "seq_len"));
+  return k;
 }
 
 }  // namespace mtt::experiments

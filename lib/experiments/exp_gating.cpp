@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/toy_training.h"
 #include "ttt/inner_loop_log.h"
 
@@ -104,8 +105,10 @@ Verdict verdict_gating(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_gating() {
-  return {"gating", "alpha init and forced alpha: loss and alpha history (does the gate collapse?)", run_gating,
-          verdict_gating, /*device_aware=*/true};
+  ExperimentKind k{"gating", "alpha init and forced alpha: loss and alpha history (does the gate collapse?)",
+                   run_gating, verdict_gating, /*device_aware=*/true, {}};
+  k.config = io::ConfigRules().include(toy_lm_rules()).number("force_alpha").or_null();  // null: trained gate
+  return k;
 }
 
 }  // namespace mtt::experiments

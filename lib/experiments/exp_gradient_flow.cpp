@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/toy_training.h"
 #include "ttt/gradient_flow.h"
 
@@ -138,8 +139,25 @@ Verdict verdict_gradient_flow(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_gradient_flow() {
-  return {"gradient-flow", "In-Place TTT target-generator inits and TTT state written into W0: gradient norms, drift",
-          run_gradient_flow, verdict_gradient_flow};
+  ExperimentKind k{"gradient-flow",
+                   "In-Place TTT target-generator inits and TTT state written into W0: gradient norms, drift",
+                   run_gradient_flow, verdict_gradient_flow, /*device_aware=*/false, {}};
+  std::vector<std::string> probes;
+  for (const char* conv : {"zero", "random", "diagonal"})
+    for (const char* target : {"zero", "random", "diagonal"}) probes.push_back(std::string("inplace:") + conv + "/" + target);
+  for (const char* mode : {"functional", "legacy_write_params", "legacy_batch0_copy"})
+    probes.push_back(std::string("state:") + mode);
+  // In-Place probes: init_std, sgd_lr, chunk_size, inplace_lr, delta_clip_fro_norm (<= 0: no clip),
+  // seq_len, max_steps, seed; state probes: the toy LM's keys.
+  k.config = io::ConfigRules()
+                 .include(toy_lm_rules())
+                 .choice("probe", probes)
+                 .number("init_std", 0)
+                 .number("sgd_lr", 0)
+                 .integer("chunk_size", 1, 65536)
+                 .number("inplace_lr", 0)
+                 .number("delta_clip_fro_norm");
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/toy_training.h"
 
 namespace mtt::experiments {
@@ -51,8 +52,10 @@ Verdict verdict_mini_batch(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_mini_batch() {
-  return {"mini-batch", "inner mini-batch size b x inner learning rate base_lr: outer loss", run_mini_batch,
-          verdict_mini_batch, /*device_aware=*/true};
+  ExperimentKind k{"mini-batch", "inner mini-batch size b x inner learning rate base_lr: outer loss", run_mini_batch,
+                   verdict_mini_batch, /*device_aware=*/true, {}};
+  k.config = toy_lm_rules();
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "experiments/toy_training.h"
 #include "ttt/inner_loop_log.h"
 
@@ -101,8 +102,10 @@ Verdict verdict_norm_variant(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_norm_variant() {
-  return {"norm-variant", "reconstruction target LN(XV - XK) (correct) vs LN(XV) - XK (fork legacy)", run_norm_variant,
-          verdict_norm_variant, /*device_aware=*/true};
+  ExperimentKind k{"norm-variant", "reconstruction target LN(XV - XK) (correct) vs LN(XV) - XK (fork legacy)",
+                   run_norm_variant, verdict_norm_variant, /*device_aware=*/true, {}};
+  k.config = toy_lm_rules();
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "moshi/lm.h"
 #include "ttt/hybrid_ttt_path.h"
 
@@ -355,8 +356,15 @@ Verdict verdict_pad_tokens(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_pad_tokens() {
-  return {"pad-tokens", "the fork's zero pads (legacy, update the state) vs masked pads: TTT gradients, pad keys",
-          run_pad_tokens, verdict_pad_tokens};
+  ExperimentKind k{"pad-tokens", "the fork's zero pads (legacy, update the state) vs masked pads: TTT gradients, pad keys",
+                   run_pad_tokens, verdict_pad_tokens, /*device_aware=*/false, {}};
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .integer("seq_len", 1, 8192)
+                 .boolean("tiny_moshi")
+                 .section("ttt", ttt_section_check({"model_dim", "num_heads", "mini_batch_size", "base_lr",
+                                                    "initial_gating_alpha", "proj_bias_init", "pad_updates"}));
+  return k;
 }
 
 }  // namespace mtt::experiments

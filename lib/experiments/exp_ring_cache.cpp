@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "moshi/hybrid.h"
 #include "moshi/lm.h"
 
@@ -137,8 +138,18 @@ Verdict verdict_ring_cache(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_ring_cache() {
-  return {"ring-cache", "influence of a token beyond the ring KV capacity: base vs TTT, persistent vs reset state",
-          run_ring_cache, verdict_ring_cache};
+  ExperimentKind k{"ring-cache", "influence of a token beyond the ring KV capacity: base vs TTT, persistent vs reset state",
+                   run_ring_cache, verdict_ring_cache, /*device_aware=*/false, {}};
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .integer("context", 1, 4096)
+                 .integer("num_layers", 1, 64)
+                 .choice("model", {"base", "ttt"})
+                 .choice("state", {"persistent", "reset"})
+                 .integer("reset_every", 1, 65536)
+                 .integer_list("distances", 1, 4096, 64)
+                 .section("ttt", ttt_section_check({"mini_batch_size", "initial_gating_alpha", "base_lr"}));
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
+#include "io/strict_yaml.h"
 #include "experiments/spec.h"
 #include "io/python_format.h"
 
@@ -196,14 +197,14 @@ void check_types(const json& given, const json& def, const std::string& prefix, 
 FinetuneArgs read_finetune_args(const std::string& text, const std::string& file) {
   FinetuneArgs a;
   a.file = file;
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(file, "line " + std::to_string(e.mark.line + 1), "YAML syntax error: " + e.msg);
-  }
+  // Aliases charged before any node is built (a cycle or an alias bomb is one error naming its line).
+  YAML::Node root = io::load_yaml_strict(text, file);
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) throw Error(file, "line 1", "a training config must be a YAML mapping");
+  if (root["experiment"] && (root["grid"] || root["base"]))
+    throw Error(file, io::yaml_where("experiment", root["experiment"]),
+                "this is an experiment spec (name, experiment, base, grid): run it with ttt-sweep run; "
+                "ttt-sweep train takes a training config (moshi-finetune's keys)");
   const json def = finetune_default_args();
   walk(root, &def, "", file, a.leaves);
   a.given = yaml_to_json(text.empty() ? "{}" : text, file);

@@ -34,9 +34,20 @@ std::vector<GridPoint> expand_grid(const ExperimentSpec& spec, bool reduced) {
   const std::vector<Axis>& axes = (reduced && !spec.reduced_axes.empty()) ? spec.reduced_axes : spec.axes;
   json base = spec.base;
   if (reduced) merge_into(base, spec.reduced_base);
+  // The product is checked at every factor: 16 axes of 16 values are 2^64 points, which wraps to 0
+  // in 64 bits and would have run nothing with exit 0.
+  constexpr std::size_t kMaxPoints = 100000;
   std::size_t total = 1;
-  for (const auto& a : axes) total *= a.values.size();
-  if (total > 100000) throw Error(spec.path, "grid", "grid has " + std::to_string(total) + " points (limit 100000)");
+  std::string shape;
+  for (const auto& a : axes) {
+    shape += (shape.empty() ? "" : " x ") + std::to_string(a.values.size());
+    if (a.values.empty()) throw Error(spec.path, "grid." + a.name, "an axis needs at least one value");
+    if (total > kMaxPoints / a.values.size())
+      throw Error(spec.path, reduced && !spec.reduced_axes.empty() ? "reduced.grid" : "grid",
+                  "more than " + std::to_string(kMaxPoints) + " points (" + std::to_string(axes.size()) +
+                      " axes of " + shape + (&a == &axes.back() ? "" : " x ...") + " values)");
+    total *= a.values.size();
+  }
   std::vector<GridPoint> points;
   points.reserve(total);
   for (std::size_t i = 0; i < total; ++i) {

@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -119,14 +120,25 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   lo.first_codebook_weight_multiplier = args["first_codebook_weight_multiplier"].get<double>();
   lo.text_padding_weight = args["text_padding_weight"].get<double>();
   const double duration_sec = args["duration_sec"].get<double>();
-  if (!(duration_sec > 0)) throw Error(opt.config, "duration_sec", "must be positive");
+  // Finite and bounded before they reach a cast or a tensor size (an hour-long window is already
+  // 45000 frames per sequence).
+  auto in_range = [&](double v, const char* k, double lo, double hi, bool open_lo) {
+    if (!std::isfinite(v) || (open_lo ? !(v > lo) : !(v >= lo)) || v > hi) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "must be a finite number in %s%g, %g], got %g", open_lo ? "(" : "[", lo, hi, v);
+      throw Error(opt.config, k, buf);
+    }
+  };
+  in_range(duration_sec, "duration_sec", 0, 3600, true);
+  in_range(lo.first_codebook_weight_multiplier, "first_codebook_weight_multiplier", 0, 1e6, false);
+  in_range(lo.text_padding_weight, "text_padding_weight", 0, 1e6, false);
   auto int_key = [&](const char* k, int64_t def) -> int64_t {
     if (!args.contains(k) || args[k].is_null()) return def;
     if (!args[k].is_number_integer()) throw Error(opt.config, k, "expected an integer, got " + args[k].dump());
     return args[k].get<int64_t>();
   };
   const int64_t context = int_key("context", 16);
-  if (context <= 0) throw Error(opt.config, "context", "must be positive");
+  if (context <= 0 || context > (int64_t{1} << 20)) throw Error(opt.config, "context", "must be in 1..1048576");
   const at::Device device = training_device(opt.device);
 
   // --- where: flags over the YAML ---

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "experiments/grid.h"
+#include "io/config_rules.h"
 
 namespace mtt::experiments {
 
@@ -41,6 +42,10 @@ struct ExperimentKind {
   std::function<RunResult(const RunContext&)> run;
   std::function<Verdict(const std::vector<PointOutcome>&)> verdict;
   bool device_aware = false;  // trains on RunContext::device (else the CPU only)
+  // Every key run() reads from a point's config, with its type and range (experiments/
+  // config_keys.h). A sweep checks each point against it before running any; a kind that declares
+  // no key (one made in code by a test) is not checked.
+  io::ConfigRules config;
 };
 
 const std::vector<ExperimentKind>& builtin_experiments();

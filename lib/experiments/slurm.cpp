@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <sys/wait.h>
@@ -9,7 +10,9 @@
 #include "core/atomic_file.h"
 #include "core/output_set.h"
 #include "core/error.h"
+#include "experiments/config_keys.h"
 #include "experiments/grid.h"
+#include "experiments/registry.h"
 
 namespace mtt::experiments {
 
@@ -67,12 +70,59 @@ std::string parse_job_id(const std::string& out, const std::string& script) {
   return last.substr(0, k);
 }
 
+bool all_of_chars(const std::string& s, const char* extra) {
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr(extra, c)) return false;
+  return !s.empty();
+}
+
+// Slurm's time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or UNLIMITED / INFINITE.
+bool slurm_time(const std::string& t) {
+  if (t == "UNLIMITED" || t == "INFINITE" || t == "unlimited" || t == "infinite") return true;
+  std::size_t dash = t.find('-');
+  std::string hms = dash == std::string::npos ? t : t.substr(dash + 1);
+  if (dash != std::string::npos && (dash == 0 || !all_of_chars(t.substr(0, dash), ""))) return false;
+  int parts = 0;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t colon = hms.find(':', start);
+    const std::string p = hms.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (p.empty() || p.size() > 6 || p.find_first_not_of("0123456789") != std::string::npos) return false;
+    ++parts;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return parts <= 3;
+}
+
+// The options become #SBATCH lines: each must be one plain word of its format (a newline or a
+// space would add lines or options of its own to the script).
+void check_slurm_options(const SlurmOptions& o) {
+  auto bad = [](const char* flag, const std::string& v, const std::string& want) {
+    throw Error("", flag, "expected " + want + ", got '" + v + "'", ErrorKind::Usage);
+  };
+  if (!o.partition.empty() && !all_of_chars(o.partition, "_.,-+"))
+    bad("--partition", o.partition, "a partition name (letters, digits, _ . , - +)");
+  if (!slurm_time(o.time)) bad("--time", o.time, "a Slurm time such as 30, 01:00:00 or 2-00:00:00");
+  const std::size_t digits = o.mem.find_first_not_of("0123456789");
+  if (digits == 0 || o.mem.empty() ||
+      (digits != std::string::npos && (digits + 1 != o.mem.size() || !std::strchr("KMGTkmgt", o.mem[digits]))))
+    bad("--mem", o.mem, "a size such as 8G, 512M or 16000");
+  if (!o.gres.empty() && !all_of_chars(o.gres, "_.,:=-")) bad("--gres", o.gres, "generic resources such as gpu:1");
+  if (o.cpus_per_task < 1 || o.cpus_per_task > 4096)
+    bad("--cpus-per-task", std::to_string(o.cpus_per_task), "an integer in 1..4096");
+  if (o.max_parallel < 0) bad("--max-parallel", std::to_string(o.max_parallel), "an integer >= 0 (0: no throttle)");
+}
+
 }  // namespace
 
 SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& spec_path, const std::string& out_dir,
                                 const SlurmOptions& o) {
+  check_slurm_options(o);
   SlurmScripts s;
-  s.tasks = expand_grid(spec, o.reduced).size();
+  const std::vector<GridPoint> points = expand_grid(spec, o.reduced);
+  check_grid_configs(spec, find_experiment(spec.experiment, spec.path), points, o.reduced);
+  s.tasks = points.size();
   std::string abs_out = fs::absolute(out_dir).lexically_normal().string();
   std::string abs_spec = fs::absolute(spec_path).lexically_normal().string();
   std::string log_dir = abs_out + "/slurm/logs";

@@ -3,12 +3,15 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/utf8.h"
+#include "io/strict_yaml.h"
 
 namespace mtt::experiments {
 
@@ -25,8 +28,9 @@ json scalar_to_json(const YAML::Node& n) {
   if (s == "true" || s == "True") return true;
   if (s == "false" || s == "False") return false;
   char* end = nullptr;
+  errno = 0;
   long long i = std::strtoll(s.c_str(), &end, 10);
-  if (end && *end == '\0') return i;
+  if (end && *end == '\0' && errno != ERANGE) return i;  // out of int64: a float, refused by ranges
   double d = std::strtod(s.c_str(), &end);
   if (end && *end == '\0') return d;
   return s;
@@ -72,6 +76,9 @@ json node_to_json(const YAML::Node& n, const std::string& file, Budget& b, int d
   throw Error(file, line_of(n), "undefined YAML node");
 }
 
+// A spec is a few hundred values; a grid is capped at 100000 points (grid.h).
+const io::YamlLimits kSpecYamlLimits{std::size_t{4} << 20, 200'000, 64};
+
 YAML::Node parse_yaml(const std::string& text, const std::string& file) {
   // Values end up in JSON (sweep.json, config.json), whose writer throws on invalid UTF-8.
   std::size_t bad = 0;
@@ -79,11 +86,15 @@ YAML::Node parse_yaml(const std::string& text, const std::string& file) {
     const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n');
     throw Error(file, "line " + std::to_string(line), "not valid UTF-8 (byte " + std::to_string(bad) + ")");
   }
-  try {
-    return YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(file, "line " + std::to_string(e.mark.line + 1), "YAML syntax error: " + e.msg);
-  }
+  return io::load_yaml_strict(text, file, kSpecYamlLimits);
+}
+
+// A dotted path into the config: non-empty parts of letters, digits, '_' and '-'.
+bool valid_key_path(const std::string& k) {
+  if (k.empty() || k.front() == '.' || k.back() == '.' || k.find("..") != std::string::npos) return false;
+  for (char c : k)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  return true;
 }
 
 std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file, Budget& budget) {
@@ -93,7 +104,10 @@ std::vector<Axis> parse_axes(const YAML::Node& grid, const std::string& file, Bu
   std::set<std::string> seen;
   for (const auto& kv : grid) {
     Axis a;
+    if (!kv.first.IsScalar()) throw Error(file, line_of(kv.first), "a grid axis name must be a dotted key");
     a.name = kv.first.Scalar();
+    if (!valid_key_path(a.name))
+      throw Error(file, line_of(kv.first), "grid axis '" + a.name + "' is not a dotted key such as ttt.base_lr");
     if (!seen.insert(a.name).second) throw Error(file, line_of(kv.first), "duplicate grid axis '" + a.name + "'");
     if (!kv.second.IsSequence() || kv.second.size() == 0)
       throw Error(file, line_of(kv.second), "grid axis '" + a.name + "' must be a non-empty list");
@@ -124,8 +138,13 @@ ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
   static const std::set<std::string> kKnown = {"name", "experiment", "description", "base", "grid", "reduced", "metrics"};
   std::set<std::string> seen;
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) throw Error(file, line_of(kv.first), "keys must be plain names");
     if (!kKnown.count(kv.first.Scalar()))
-      throw Error(file, line_of(kv.first), "unknown key '" + kv.first.Scalar() + "'");
+      throw Error(file, line_of(kv.first),
+                  "unknown key '" + kv.first.Scalar() + "'" +
+                      (root["experiment"] ? std::string()
+                                          : " (an experiment spec has name, experiment, base, grid, reduced, metrics; "
+                                            "a training config goes to ttt-sweep train --config)"));
     if (!seen.insert(kv.first.Scalar()).second)
       throw Error(file, line_of(kv.first), "duplicate key '" + kv.first.Scalar() + "'");
   }
@@ -134,7 +153,16 @@ ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
   s.path = file;
   s.name = required_string(root, "name", file);
   s.experiment = required_string(root, "experiment", file);
-  if (root["description"]) s.description = root["description"].as<std::string>("");
+  io::collect_yaml_lines(root, "", s.lines);
+  // The name becomes the default output folder (runs/<name>): no separators, no dot files.
+  for (char c : s.name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.') || s.name.front() == '.')
+      throw Error(file, line_of(root["name"]),
+                  "'name' must be letters, digits, '.', '_' or '-' (not starting with '.'), got '" + s.name + "'");
+  if (const YAML::Node d = root["description"]; d && !d.IsNull()) {
+    if (!d.IsScalar()) throw Error(file, line_of(d), "'description' must be a string");
+    s.description = d.Scalar();
+  }
   if (root["base"]) {
     if (!root["base"].IsMap()) throw Error(file, line_of(root["base"]), "'base' must be a mapping");
     s.base = node_to_json(root["base"], file, budget);
@@ -143,14 +171,23 @@ ExperimentSpec parse_spec(const std::string& text, const std::string& file) {
   if (const YAML::Node r = root["reduced"]) {
     if (!r.IsMap()) throw Error(file, line_of(r), "'reduced' must be a mapping with 'grid' and/or 'base'");
     for (const auto& kv : r)
-      if (kv.first.Scalar() != "grid" && kv.first.Scalar() != "base")
+      if (!kv.first.IsScalar() || (kv.first.Scalar() != "grid" && kv.first.Scalar() != "base"))
         throw Error(file, line_of(kv.first), "unknown key '" + kv.first.Scalar() + "' in 'reduced'");
     s.reduced_axes = parse_axes(r["grid"], file, budget);
-    if (r["base"]) s.reduced_base = node_to_json(r["base"], file, budget);
+    if (r["base"]) {
+      if (!r["base"].IsMap()) throw Error(file, line_of(r["base"]), "'reduced.base' must be a mapping");
+      s.reduced_base = node_to_json(r["base"], file, budget);
+    }
   }
   if (const YAML::Node m = root["metrics"]) {
     if (!m.IsSequence()) throw Error(file, line_of(m), "'metrics' must be a list of names");
-    for (const auto& e : m) s.metrics.push_back(e.Scalar());
+    std::set<std::string> names;
+    for (const auto& e : m) {
+      if (!e.IsScalar() || e.Scalar().empty())
+        throw Error(file, line_of(e), "'metrics' must be a list of names (each a non-empty string)");
+      if (!names.insert(e.Scalar()).second) throw Error(file, line_of(e), "metric '" + e.Scalar() + "' listed twice");
+      s.metrics.push_back(e.Scalar());
+    }
   }
   return s;
 }

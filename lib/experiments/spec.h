@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "io/strict_yaml.h"
+
 namespace mtt::experiments {
 
 struct Axis {
@@ -31,9 +33,13 @@ struct ExperimentSpec {
   std::vector<Axis> reduced_axes;
   nlohmann::json reduced_base = nlohmann::json::object();
   std::vector<std::string> metrics;
+  // Line of every key and list element as written ("base.ttt.lr", "grid.seed[1]"), so that a
+  // value found wrong later (config_keys.h) is reported at its line.
+  io::LineMap lines;
 };
 
-// Parses a spec; every error names the file and the line (yaml-cpp marks).
+// Parses a spec; every error names the file and the line (yaml-cpp marks). The YAML is read with
+// io::load_yaml_strict's budget (aliases expanded at most kSpecYamlLimits values).
 ExperimentSpec load_spec(const std::string& path);
 ExperimentSpec parse_spec(const std::string& yaml_text, const std::string& file_name);
 

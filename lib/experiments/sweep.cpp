@@ -1,7 +1,16 @@
 #include "experiments/sweep.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -15,6 +24,8 @@
 #include "core/progress.h"
 #include "core/version.h"
 #include "experiments/trainer.h"
+#include "experiments/config_keys.h"
+#include "io/strict_json.h"
 
 namespace mtt::experiments {
 
@@ -39,21 +50,81 @@ json grid_json(const ExperimentSpec& spec, const std::vector<GridPoint>& points,
            }()}};
 }
 
-json parse_json_file(const std::string& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path, "byte " + std::to_string(e.byte), "malformed JSON");
+json parse_json_file(const std::string& path) { return io::read_json_file_strict(path); }
+
+// A point's committed result. Metrics are numbers (NaN is written as null and read back as
+// NaN, so a verdict sees what the run measured); evidence is the kind's own.
+std::optional<RunResult> load_result(const fs::path& file) {
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return std::nullopt;
+  const std::string f = file.string();
+  json j = parse_json_file(f);
+  if (!j.is_object()) throw Error(f, "", "expected a JSON object with metrics and evidence");
+  RunResult r;
+  if (auto m = j.find("metrics"); m != j.end()) {
+    if (!m->is_object()) throw Error(f, "metrics", "expected an object of numbers, got " + io::json_brief(*m));
+    for (auto it = m->begin(); it != m->end(); ++it) {
+      if (it.value().is_null())
+        r.metrics[it.key()] = std::numeric_limits<double>::quiet_NaN();
+      else if (it.value().is_number())
+        r.metrics[it.key()] = it.value();
+      else
+        throw Error(f, "metrics." + it.key(), "expected a number or null, got " + io::json_brief(it.value()));
+    }
   }
+  if (auto e = j.find("evidence"); e != j.end()) {
+    if (!e->is_object()) throw Error(f, "evidence", "expected an object, got " + io::json_brief(*e));
+    r.evidence = *e;
+  }
+  return r;
 }
 
-std::optional<RunResult> load_result(const fs::path& file) {
-  if (!fs::exists(file)) return std::nullopt;
-  json j = parse_json_file(file.string());
-  RunResult r;
-  r.metrics = j.value("metrics", json::object());
-  r.evidence = j.value("evidence", json::object());
-  return r;
+// Point ids name run dirs: a hand-edited sweep.json must not lead outside <out>/runs.
+bool safe_point_id(const std::string& id) {
+  if (id.empty() || id.size() > 255 || id.front() == '.') return false;
+  for (char c : id)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr("._-+=", c))) return false;
+  return true;
+}
+
+// The sweep's out dir, locked for the lifetime of this object: a whole run or a summary holds it
+// alone; Slurm array tasks (one grid point each) share it. flock on the directory itself, so no
+// lock file is left behind, and the lock goes with the process however it ends.
+class OutDirLock {
+ public:
+  OutDirLock(const fs::path& dir, bool shared) {
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0) throw Error(dir.string(), "", std::string("cannot open the output directory: ") + std::strerror(errno));
+    while (::flock(fd_, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd_);
+      if (err == EWOULDBLOCK)
+        throw Error(dir.string(), "",
+                    "is in use by another sweep (wait for it to finish, or give another --out)", ErrorKind::Usage);
+      throw Error(dir.string(), "", std::string("cannot lock the output directory: ") + std::strerror(err));
+    }
+  }
+  ~OutDirLock() { ::close(fd_); }
+  OutDirLock(const OutDirLock&) = delete;
+  OutDirLock& operator=(const OutDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// A verdict reads the results' metrics and evidence; results read back from run dirs that a
+// person edited can hold values of the wrong type there: that is the files' fault, not ours.
+Verdict verdict_of(const ExperimentKind& kind, const std::vector<PointOutcome>& pts, std::size_t reused,
+                   const fs::path& out) {
+  try {
+    return kind.verdict(pts);
+  } catch (const json::exception& e) {
+    if (reused == 0) throw;
+    throw Error((out / "runs").string(), "",
+                "a result.json read back holds a value of the wrong type for the '" + kind.name +
+                    "' verdict (rerun with --force): " + e.what());
+  }
 }
 
 std::vector<std::string> metric_columns(const std::vector<PointOutcome>& pts, const std::vector<std::string>& declared) {
@@ -132,20 +203,47 @@ void write_summaries(const fs::path& out, const std::string& experiment, const s
   outputs.commit();
 }
 
-// Points restored from an out dir's sweep.json.
-std::vector<GridPoint> points_from_sweep_json(const json& sj) {
+// Points restored from an out dir's sweep.json, every field checked (it may be hand-edited).
+std::vector<GridPoint> points_from_sweep_json(const json& sj, const std::string& file) {
   std::vector<GridPoint> pts;
-  const json& ps = sj.at("points");
-  const json& cs = sj.at("configs");
+  auto need = [&](const json& o, const char* k, const std::string& where) -> const json& {
+    auto it = o.find(k);
+    if (it == o.end()) throw Error(file, where + k, "missing");
+    return *it;
+  };
+  const json& ps = need(sj, "points", "");
+  const json& cs = need(sj, "configs", "");
+  if (!ps.is_array()) throw Error(file, "points", "expected a list, got " + io::json_brief(ps));
+  if (!cs.is_array() || cs.size() != ps.size())
+    throw Error(file, "configs", "expected a list with one config per point (" + std::to_string(ps.size()) + ")");
   for (std::size_t i = 0; i < ps.size(); ++i) {
+    const std::string k = "points[" + std::to_string(i) + "]";
+    if (!ps[i].is_object()) throw Error(file, k, "expected an object with index, id, overrides");
     GridPoint p;
-    p.index = ps[i].at("index").get<std::size_t>();
-    p.id = ps[i].at("id").get<std::string>();
-    p.overrides = ps[i].at("overrides");
-    p.config = cs.at(i);
+    const json& index = need(ps[i], "index", k + ".");
+    if (!index.is_number_unsigned() || index.get<std::size_t>() != i)
+      throw Error(file, k + ".index", "expected " + std::to_string(i) + ", got " + io::json_brief(index));
+    p.index = i;
+    const json& id = need(ps[i], "id", k + ".");
+    if (!id.is_string() || !safe_point_id(id.get<std::string>()))
+      throw Error(file, k + ".id", "expected a run dir name (letters, digits, . _ - + =), got " + io::json_brief(id));
+    p.id = id.get<std::string>();
+    p.overrides = need(ps[i], "overrides", k + ".");
+    if (!p.overrides.is_object()) throw Error(file, k + ".overrides", "expected an object");
+    if (!cs[i].is_object()) throw Error(file, "configs[" + std::to_string(i) + "]", "expected an object");
+    p.config = cs[i];
     pts.push_back(std::move(p));
   }
   return pts;
+}
+
+// The experiment kind a sweep.json was made for.
+std::string sweep_experiment(const json& sj, const std::string& file) {
+  const json* e = sj.is_object() && sj.contains("spec") && sj["spec"].is_object() && sj["spec"].contains("experiment")
+                      ? &sj["spec"]["experiment"]
+                      : nullptr;
+  if (!e || !e->is_string()) throw Error(file, "spec.experiment", "missing or not a string");
+  return e->get<std::string>();
 }
 
 }  // namespace
@@ -163,12 +261,21 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
     training_device(opts.device);  // a usage error when there is no such device
   }
   std::vector<GridPoint> points = expand_grid(spec, opts.reduced);
+  // Every point's config against the kind's keys, before anything is written or run.
+  check_grid_configs(spec, kind, points, opts.reduced);
+  if (opts.only_index && *opts.only_index >= points.size())
+    throw Error(spec.path, "", "grid index " + std::to_string(*opts.only_index) + " out of range (" +
+                                   std::to_string(points.size()) + " points: 0.." +
+                                   std::to_string(points.size() - 1) + ")", ErrorKind::Usage);
   json sj = grid_json(spec, points, opts.reduced);
   fs::path sweep_file = out / "sweep.json";
 
   make_output_dir((out / "runs").string(), "--out");
+  const OutDirLock lock(out, /*shared=*/opts.only_index.has_value());
   if (fs::exists(sweep_file)) {
     json old = parse_json_file(sweep_file.string());
+    if (!old.is_object()) throw Error(sweep_file.string(), "", "expected a JSON object (a sweep.json of ttt-sweep)");
+    const std::string old_kind = sweep_experiment(old, sweep_file.string());
     bool same = old.value("points", json()) == sj["points"] && old.value("configs", json()) == sj["configs"];
     if (opts.force) {
       fs::remove_all(out / "runs");
@@ -176,6 +283,11 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
     } else if (!opts.resume) {
       throw Error(sweep_file.string(), "",
                   "output directory already holds a sweep: pass --resume to continue it or --force to start over",
+                  ErrorKind::Usage);
+    } else if (old_kind != spec.experiment) {
+      throw Error(sweep_file.string(), "",
+                  "this directory holds a sweep of experiment '" + old_kind + "', the spec runs '" + spec.experiment +
+                      "'; use another --out (or --force to start over)",
                   ErrorKind::Usage);
     } else if (!same) {
       throw Error(sweep_file.string(), "", "the spec's grid differs from the sweep in this directory; use another --out",
@@ -197,10 +309,6 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
       todo.push_back(p.index);
     }
   }
-  if (opts.only_index && *opts.only_index >= points.size())
-    throw Error(spec.path, "", "grid index " + std::to_string(*opts.only_index) + " out of range (" +
-                                   std::to_string(points.size()) + " points)", ErrorKind::Usage);
-
   Progress overall(spec.name, todo.size(), opts.progress);
   std::mutex mu;
   std::atomic<std::size_t> next{0};
@@ -246,7 +354,7 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
   for (const auto& p : points)
     if (results[p.index]) r.points.push_back({p, *results[p.index]});
   if (opts.only_index) return r;  // one Slurm task: the summary is made by `ttt-sweep summarize`
-  r.verdict = kind.verdict(r.points);
+  r.verdict = verdict_of(kind, r.points, r.reused, out);
   write_summaries(out, spec.experiment, spec.metrics, r);
   return r;
 }
@@ -255,12 +363,22 @@ SweepResult summarize_sweep(const std::string& out_dir, const ExperimentKind* ki
   fs::path out = out_dir;
   fs::path sweep_file = out / "sweep.json";
   if (!fs::exists(sweep_file)) throw Error(out_dir, "", "not a sweep output directory (no sweep.json)");
+  const OutDirLock lock(out, /*shared=*/false);
   json sj = parse_json_file(sweep_file.string());
-  std::string experiment = sj.at("spec").at("experiment").get<std::string>();
+  if (!sj.is_object()) throw Error(sweep_file.string(), "", "expected a JSON object (a sweep.json of ttt-sweep)");
+  std::string experiment = sweep_experiment(sj, sweep_file.string());
   const ExperimentKind& kind = kind_override ? *kind_override : find_experiment(experiment, sweep_file.string());
+  std::vector<std::string> declared;
+  if (auto m = sj.find("metrics"); m != sj.end()) {
+    if (!m->is_array()) throw Error(sweep_file.string(), "metrics", "expected a list of names");
+    for (const auto& e : *m) {
+      if (!e.is_string()) throw Error(sweep_file.string(), "metrics", "expected a list of names, got " + io::json_brief(e));
+      declared.push_back(e.get<std::string>());
+    }
+  }
   SweepResult r;
   std::vector<std::string> missing;
-  for (auto& p : points_from_sweep_json(sj)) {
+  for (auto& p : points_from_sweep_json(sj, sweep_file.string())) {
     if (auto res = load_result(out / "runs" / p.id / "result.json"))
       r.points.push_back({p, *res});
     else
@@ -269,8 +387,8 @@ SweepResult summarize_sweep(const std::string& out_dir, const ExperimentKind* ki
   if (!missing.empty())
     throw Error(out_dir, missing.front(), std::to_string(missing.size()) + " grid point(s) have no result yet");
   r.reused = r.points.size();
-  r.verdict = kind.verdict(r.points);
-  write_summaries(out, experiment, sj.value("metrics", std::vector<std::string>{}), r);
+  r.verdict = verdict_of(kind, r.points, r.reused, out);
+  write_summaries(out, experiment, declared, r);
   return r;
 }
 

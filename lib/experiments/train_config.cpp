@@ -1,5 +1,8 @@
 #include "experiments/train_config.h"
 
+#include <cmath>
+#include <limits>
+
 #include "core/error.h"
 
 namespace mtt::experiments {
@@ -7,14 +10,30 @@ namespace mtt::experiments {
 using nlohmann::json;
 
 namespace {
+// Integers must be integral and in the field's range (nlohmann would truncate 2.5, wrap -1 into an
+// unsigned seed and cast 1e20 with undefined behaviour); numbers must be finite.
 template <class T>
 void read(const json& obj, const char* key, T& out, const std::string& where) {
   if (!obj.is_object() || !obj.contains(key)) return;
-  try {
-    out = obj.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(where, key, "expected " + std::string(std::is_same_v<T, bool> ? "true or false" : std::is_integral_v<T> ? "an integer" : "a number") +
-                                ", got " + obj.at(key).dump());
+  const json& v = obj.at(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) throw Error(where, key, "expected true or false, got " + v.dump());
+    out = v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    const double d = v.is_number() ? v.get<double>() : std::nan("");
+    const bool integral = v.is_number_integer() || (v.is_number_float() && std::isfinite(d) && d == std::floor(d));
+    const bool in_range = integral && (v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(
+                                                                     std::numeric_limits<T>::max())
+                                                              : d >= static_cast<double>(std::numeric_limits<T>::min()) &&
+                                                                    d <= static_cast<double>(std::numeric_limits<T>::max()));
+    if (!in_range)
+      throw Error(where, key, "expected an integer in " + std::to_string(std::numeric_limits<T>::min()) + ".." +
+                                  std::to_string(std::numeric_limits<T>::max()) + ", got " + v.dump());
+    out = v.is_number_integer() ? v.get<T>() : static_cast<T>(d);
+  } else {
+    if (!v.is_number() || !std::isfinite(v.get<double>()))
+      throw Error(where, key, "expected a finite number, got " + (v.is_number() ? std::to_string(v.get<double>()) : v.dump()));
+    out = v.get<T>();
   }
 }
 }  // namespace
@@ -54,7 +73,12 @@ TrainConfig train_config_from_json(const json& cfg, const std::string& where) {
   if (c.batch_size <= 0) throw Error(where, "batch_size", "must be positive");
   if (c.tbptt_chunk < 0) throw Error(where, "tbptt_chunk", "must be >= 0 (0: the whole sequence in one chunk)");
   if (c.pct_start < 0 || c.pct_start >= 1) throw Error(where, "optim.pct_start", "must be in [0, 1)");
+  if (c.max_steps > 10'000'000) throw Error(where, "max_steps", "must be at most 10000000");
+  if (c.lr < 0) throw Error(where, "optim.lr", "must be >= 0");
+  if (c.weight_decay < 0) throw Error(where, "optim.weight_decay", "must be >= 0");
   if (c.log_freq <= 0) throw Error(where, "log_freq", "must be positive");
+  if (c.ckpt_freq < 0) throw Error(where, "ckpt_freq", "must be >= 0 (0: only the final checkpoint)");
+  if (c.checkpoint_group < -1) throw Error(where, "checkpoint_group", "must be >= -1 (-1: the layer's own)");
   if (c.eval_freq < 0) throw Error(where, "eval_freq", "must be >= 0");
   return c;
 }
