@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "core/atomic_file.h"
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "infer/models.h"
+#include "infer/weights_check.h"
 #include "io/audio.h"
 #include "io/checkpoint.h"
 #include "io/text_tokenizer.h"
@@ -58,7 +60,67 @@ json InferResult::to_json() const {
           {"wall_seconds", wall_seconds}, {"rtf", rtf},              {"audio_codes", audio_codes}};
 }
 
+void add_layer_alpha(GateOverride& g, const std::string& spec) {
+  const char* flag = "--force-gating-alpha-layer";
+  const auto eq = spec.find('=');
+  auto bad = [&](const std::string& why) { throw Error("", flag, why + ", got '" + spec + "'", ErrorKind::Usage); };
+  if (eq == std::string::npos || eq == 0) bad("expected LAYER=A (e.g. 3=0.5)");
+  const std::string layer = spec.substr(0, eq), alpha = spec.substr(eq + 1);
+  if (layer.find_first_not_of("0123456789") != std::string::npos || layer.size() > 6)
+    bad("LAYER must be a layer index (0, 1, ...)");
+  char* end = nullptr;
+  const double a = std::strtod(alpha.c_str(), &end);
+  if (alpha.empty() || *end != '\0' || !std::isfinite(a)) bad("A must be a finite number");
+  const int l = std::stoi(layer);
+  if (g.alpha_per_layer.count(l)) bad("layer " + layer + " is given twice");
+  g.alpha_per_layer[l] = a;
+}
+
+void check_infer_options(const InferOptions& opt) {
+  auto bad = [](const char* flag, const std::string& why) { throw Error("", flag, why, ErrorKind::Usage); };
+  auto finite_nonneg = [&](double v, const char* flag) {
+    if (!std::isfinite(v) || v < 0) bad(flag, "must be a finite number >= 0 (0: greedy), got " + std::to_string(v));
+  };
+  // LibTorch starts one OpenMP thread per request: 10^5 of them never finish starting.
+  if (opt.threads < 0 || opt.threads > kMaxThreads)
+    bad("--threads", "must be an integer in 0.." + std::to_string(kMaxThreads) + " (0: one per core), got " +
+                         std::to_string(opt.threads));
+  finite_nonneg(opt.temp, "--temp");
+  finite_nonneg(opt.temp_text, "--temp-text");
+  if (opt.top_k < 0) bad("--top-k", "must be an integer >= 0 (0: no top-k), got " + std::to_string(opt.top_k));
+  if (opt.top_k_text < 0)
+    bad("--top-k-text", "must be an integer >= 0 (0: no top-k), got " + std::to_string(opt.top_k_text));
+  if (opt.step && *opt.step < 0) bad("--step", "must be a checkpoint step >= 0");
+  const GateOverride& g = opt.gates;
+  if (g.alpha && !std::isfinite(*g.alpha)) bad("--force-gating-alpha", "must be a finite number");
+  if (g.multiplier && !std::isfinite(*g.multiplier)) bad("--force-gating-multiplier", "must be a finite number");
+  for (const auto& [layer, a] : g.alpha_per_layer) {
+    if (layer < 0) bad("--force-gating-alpha-layer", "layer " + std::to_string(layer) + " is not a layer index");
+    if (!std::isfinite(a)) bad("--force-gating-alpha-layer", "alpha of layer " + std::to_string(layer) + " must be finite");
+  }
+  // The multiplier replaces tanh(alpha): with both, one of them would be silently ignored.
+  if (g.multiplier && (g.alpha || !g.alpha_per_layer.empty()))
+    bad("--force-gating-multiplier",
+        std::string("replaces tanh(alpha), so it cannot be combined with ") +
+            (g.alpha ? "--force-gating-alpha" : "--force-gating-alpha-layer") + ": give one of them");
+  if (!opt.ttt_layers.empty()) {
+    const std::string preset = opt.tiny ? (opt.checkpoint.empty() ? "tiny" : "") : opt.random_preset;
+    if (preset.empty())
+      bad("--ttt-layers", "only for a model with random weights (--tiny without --checkpoint, or --random-weights): a "
+                          "checkpoint's TTT layers are those it holds");
+    moshi::TTTSettings t;
+    t.enable = true;
+    t.layers = opt.ttt_layers;
+    try {
+      t.resolve_layers(moshi::LMConfig::preset(preset).num_layers);
+    } catch (const Error& e) {
+      bad("--ttt-layers", e.reason());
+    }
+  }
+}
+
 ModelOptions model_options_of(const InferOptions& opt) {
+  check_infer_options(opt);
   ModelOptions mo;
   mo.random_preset = opt.tiny ? "tiny" : opt.random_preset;
   mo.ttt_layers = opt.ttt_layers;
@@ -91,6 +153,17 @@ std::vector<GateStats> apply_gate_overrides(moshi::LMModel& lm, const GateOverri
   std::vector<GateStats> stats;
   std::vector<std::string> done;
   auto& layers = lm.transformer().layers();
+  // A layer without a gate would silently keep its own alpha.
+  for (const auto& [layer, a] : gates.alpha_per_layer) {
+    if (layer >= 0 && static_cast<std::size_t>(layer) < layers.size() && layers[layer].hybrid) continue;
+    std::string with;
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      if (layers[i].hybrid) with += (with.empty() ? "" : ",") + std::to_string(i);
+    throw Error("", "--force-gating-alpha-layer",
+                "layer " + std::to_string(layer) + " has no TTT gate (the model has " + std::to_string(layers.size()) +
+                    " layers; TTT layers: " + (with.empty() ? "none" : with) + ")",
+                ErrorKind::Usage);
+  }
   for (std::size_t i = 0; i < layers.size(); ++i) {
     auto& hb = layers[i].hybrid;
     if (!hb) continue;
@@ -131,6 +204,7 @@ std::vector<GateStats> apply_gate_overrides(moshi::LMModel& lm, const GateOverri
 }
 
 InferResult run_inference(const InferOptions& opt, std::ostream& log) {
+  check_infer_options(opt);
   c10::NoGradGuard no_grad;
   // The input first: a bad file fails before any model is built.
   std::vector<float> pcm = io::load_mono(opt.input);
@@ -149,6 +223,8 @@ InferResult run_inference(const InferOptions& opt, std::ostream& log) {
   Models models = build_models(mo, log);
   mimi::MimiModel* codec = models.codec.get();
   moshi::LMModel& lm = *models.lm;
+  check_finite_weights(lm.state_dict(), opt.checkpoint.empty() ? models.label : opt.checkpoint, opt.allow_nonfinite,
+                       log);
   const moshi::LMConfig& lcfg = lm.config();
   const mimi::MimiConfig& mcfg = codec->config();
 

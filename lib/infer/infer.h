@@ -23,6 +23,13 @@ struct GateOverride {
   std::map<int, double> alpha_per_layer;    // layer -> alpha (both gates of that layer)
 };
 
+// Adds one `--force-gating-alpha-layer LAYER=A` (A finite). Throws mtt::Error(Usage) naming the
+// flag for anything else; layers are checked against the model when it is built.
+void add_layer_alpha(GateOverride& g, const std::string& spec);
+
+// --threads above this is refused (one OpenMP thread each; 10^5 of them hang the start).
+inline constexpr int kMaxThreads = 256;
+
 struct InferOptions {
   std::string input, output, stereo_output;
   bool tiny = false;                 // built-in tiny Moshi-TTT + tiny Mimi with random weights
@@ -47,7 +54,14 @@ struct InferOptions {
   GateOverride gates;
   std::string stats_json;
   bool progress = true;
+  // NaN or Inf in the model's weights make every frame's codes the same: refused, naming the
+  // tensor, unless this is set (then one warning line).
+  bool allow_nonfinite = false;
 };
+
+// The options' ranges and combinations (threads, temperatures, top-k, gate overrides, TTT layers of
+// a random model): mtt::Error(Usage) naming the flag. run_inference calls it first.
+void check_infer_options(const InferOptions& opt);
 
 struct GateStats {
   int layer = 0;

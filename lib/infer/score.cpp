@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "infer/models.h"
+#include "infer/weights_check.h"
 #include "io/audio.h"
 #include "io/safetensors.h"
 #include "mimi/mimi.h"
@@ -228,6 +229,8 @@ ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::os
   if (mopt.threads > 0) at::set_num_threads(mopt.threads);
   Models models = build_models(mo, log);
   moshi::LMModel& lm = *models.lm;
+  check_finite_weights(lm.state_dict(), mopt.checkpoint.empty() ? models.label : mopt.checkpoint,
+                       mopt.allow_nonfinite, log);
   const moshi::LMConfig& c = lm.config();
 
   ScoreResult res;
