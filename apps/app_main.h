@@ -1,6 +1,8 @@
 #pragma once
-// The top level every app shares (README "Exit status"): CLI11 parse errors exit 0 for --help and
-// 64 otherwise; an mtt::Error prints its one line on stderr and exits with its kind's status;
+// The top level every app shares (README "Exit status"): --help and --version exit 0; any other
+// CLI11 parse error is one line "<app>: <flag>: <reason>" and exit 64, like every other error;
+// an mtt::Error prints its one line on stderr and exits with its kind's status; a filesystem error
+// names its path and is an input fault (exit 2: a file where a folder belongs, no permission);
 // anything else is a bug in the library: one line, exit 70. Every app gets --version (the project
 // version and the git commit of the build, core/version.h).
 #include <CLI/CLI.hpp>
@@ -9,8 +11,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <iostream>
+#include <string>
 
 #include "core/error.h"
 #include "core/version.h"
@@ -37,6 +41,19 @@ inline int check_stdout(const char* name, int status) {
   return status == kExitOk || status == kExitFindings ? kExitInput : status;
 }
 
+// The first line of an exception's text (LibTorch appends a backtrace on the next lines).
+inline std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// "cannot create directories: Not a directory" out of std::filesystem's
+// "filesystem error: cannot create directories: Not a directory [out/runs]".
+inline std::string filesystem_reason(const std::filesystem::filesystem_error& e) {
+  std::string w = first_line(e.what());
+  const std::string prefix = "filesystem error: ";
+  if (w.rfind(prefix, 0) == 0) w = w.substr(prefix.size());
+  if (const auto b = w.find(" ["); b != std::string::npos) w = w.substr(0, b);
+  return w;
+}
+
 inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std::function<int()>& body,
                const std::function<void(const Error&)>& on_error = {}) {
   // An output over RLIMIT_FSIZE is a write error (EFBIG) to report, not a core dump; SIGPIPE on
@@ -46,7 +63,9 @@ inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return check_stdout(name, cli.exit(e) == 0 ? kExitOk : kExitUsage);
+    if (e.get_exit_code() == 0) return check_stdout(name, cli.exit(e) == 0 ? kExitOk : kExitUsage);  // --help, --version
+    std::fprintf(stderr, "%s: %s\n", name, format_error_line("", "", first_line(e.what())).c_str());
+    return kExitUsage;
   }
   try {
     return check_stdout(name, body());
@@ -54,8 +73,11 @@ inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std
     std::fprintf(stderr, "%s: %s\n", name, e.what());
     if (on_error) on_error(e);
     return e.exit_status();
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "%s: %s\n", name, format_error_line(e.path1().string(), "", filesystem_reason(e)).c_str());
+    return kExitInput;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: internal error: %s\n", name, e.what());
+    std::fprintf(stderr, "%s: internal error: %s\n", name, format_error_line("", "", first_line(e.what())).c_str());
     return kExitInternal;
   }
 }

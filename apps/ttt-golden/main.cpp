@@ -7,10 +7,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "app_main.h"
+#include "flags.h"
 #include "core/error.h"
 #include "golden/golden_runner.h"
 
@@ -34,8 +36,10 @@ void declare(CLI::App& app, GoldenOptions& o) {
       ->check(CLI::IsMember({"f32", "f64", "both"}));
   app.add_flag("--json", o.json, "a JSON array, one object per case and run: case, family, per-tensor errors, tolerance, pass");
   app.add_flag("-v,--verbose", o.verbose, "table: every tensor, not only the failing ones");
-  app.add_option("--tol-out", o.tol_out, "relative tolerance for outputs (default: README, by dtype and fidelity class)");
-  app.add_option("--tol-grad", o.tol_grad, "relative tolerance for gradients (default: README)");
+  app.add_option("--tol-out", o.tol_out, "relative tolerance for outputs (default: README, by dtype and fidelity class)")
+      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true));
+  app.add_option("--tol-grad", o.tol_grad, "relative tolerance for gradients (default: README)")
+      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true));
 }
 
 void print_row(const mtt::golden::Report& r, bool verbose) {

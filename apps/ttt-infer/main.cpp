@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "app_main.h"
+#include "flags.h"
 #include "core/error.h"
 #include "infer/infer.h"
 #include "infer/score.h"
@@ -60,7 +61,8 @@ int main(int argc, char** argv) {
   app.add_option("--lora-weight", o.lora_weight, "LoRA / adapter safetensors applied over the weights");
   app.add_flag("--fuse-lora", o.fuse_lora,
                "merge LoRA adapters into the weights at load (moshi's --fuse-lora); default: kept separate");
-  app.add_option("--step", o.step, "run dirs: load checkpoint_<step> instead of the newest");
+  app.add_option("--step", o.step, "run dirs: load checkpoint_<step> instead of the newest")
+      ->check(mtt::app::int_range(0, std::numeric_limits<int64_t>::max()));
   app.add_option("--fork-numerics", o.fork_numerics,
                  "auto: the TTT fork's own numerics for runs it wrote (multi-layer query pass, stateless streaming); "
                  "fork: always; ours: the textbook dual form and a persistent streaming state")
@@ -69,19 +71,24 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", o.tokenizer, "SentencePiece model (tokenizer_spm_32k_3.model) to print the text");
   app.add_option("--config", o.config, "moshi config.json");
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
-  app.add_option("--seed", o.seed, "sampling seed");
-  app.add_option("--threads", o.threads, "CPU threads (0: one per core; 1 is fastest for the tiny model)");
-  app.add_option("--temp", o.temp, "audio sampling temperature");
-  app.add_option("--temp-text", o.temp_text, "text sampling temperature");
-  app.add_option("--top-k", o.top_k, "audio top-k");
-  app.add_option("--top-k-text", o.top_k_text, "text top-k");
+  app.add_option("--seed", o.seed, "sampling seed")->check(mtt::app::uint64_value());
+  app.add_option("--threads", o.threads, "CPU threads (0: one per core; 1 is fastest for the tiny model)")
+      ->check(mtt::app::int_range(0, mtt::infer::kMaxThreads));
+  app.add_option("--temp", o.temp, "audio sampling temperature (0: greedy)")->check(mtt::app::number_range(0));
+  app.add_option("--temp-text", o.temp_text, "text sampling temperature (0: greedy)")->check(mtt::app::number_range(0));
+  app.add_option("--top-k", o.top_k, "audio top-k (0: all)")->check(mtt::app::int_range(0, 1 << 20));
+  app.add_option("--top-k-text", o.top_k_text, "text top-k (0: all)")->check(mtt::app::int_range(0, 1 << 20));
   app.add_flag("--greedy", o.greedy, "argmax instead of sampling");
   app.add_option("--force-gating-alpha", alpha,
                  "replace alpha by A in every TTT gate (forward and backward); the branch is multiplied by tanh(A) "
-                 "and added to the residual");
+                 "and added to the residual")
+      ->check(mtt::app::number_range());
   app.add_option("--force-gating-alpha-layer", per_layer, "LAYER=A: per-layer form of --force-gating-alpha");
   app.add_option("--force-gating-multiplier", multiplier,
-                 "replace tanh(alpha) itself: 0 = base Moshi, 1 = the full TTT branch");
+                 "replace tanh(alpha) itself: 0 = base Moshi, 1 = the full TTT branch (not with the alpha flags)")
+      ->check(mtt::app::number_range());
+  app.add_flag("--allow-nonfinite", o.allow_nonfinite,
+               "run a model whose weights hold NaN or Inf (refused by default, naming the tensor)");
   app.add_option("--stereo-output", o.stereo_output, "also write input (left) + output (right)");
   app.add_option("--stats-json", o.stats_json, "write gate statistics, transcript, codes and timing as JSON");
   bool no_progress = false;
@@ -90,12 +97,7 @@ int main(int argc, char** argv) {
     o.progress = !no_progress;
     o.gates.alpha = alpha;
     o.gates.multiplier = multiplier;
-    for (const auto& s : per_layer) {
-      auto eq = s.find('=');
-      if (eq == std::string::npos)
-        throw mtt::Error("", "--force-gating-alpha-layer", "expected LAYER=A, got '" + s + "'", mtt::ErrorKind::Usage);
-      o.gates.alpha_per_layer[std::stoi(s.substr(0, eq))] = std::stod(s.substr(eq + 1));
-    }
+    for (const auto& s : per_layer) mtt::infer::add_layer_alpha(o.gates, s);
     if (o.checkpoint.empty() && !o.moshi_weight.empty()) std::swap(o.checkpoint, o.moshi_weight);
     if (!hf_repo.empty() && o.checkpoint.empty()) o.checkpoint = hf_repo;
     o.hf_repo = hf_repo;

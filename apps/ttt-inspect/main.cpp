@@ -11,6 +11,7 @@
 #include "audit/audit.h"
 #include "audit/render.h"
 #include "app_main.h"
+#include "flags.h"
 #include "core/error.h"
 
 namespace {
@@ -37,7 +38,7 @@ void declare(CLI::App& app, Options& o) {
   app.add_flag("--tiny", o.tiny, "create the tiny built-in Moshi-TTT checkpoint with the library's initialisers and audit it");
   app.add_option("--variant", o.variant, "--tiny: TTT variant")->check(CLI::IsMember({"fork", "inplace", "inplace-zero", "none"}));
   app.add_option("--save", o.save, "--tiny: keep the created checkpoint at this path");
-  app.add_option("--seed", o.seed, "--tiny: initialiser seed");
+  app.add_option("--seed", o.seed, "--tiny: initialiser seed")->check(mtt::app::uint64_value());
   app.add_option("--dtype", o.dtype, "--tiny: stored dtype")->check(CLI::IsMember({"bf16", "f32"}));
   app.add_flag("--progress", o.progress, "progress bar on stderr");
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "app_main.h"
+#include "flags.h"
 #include "core/error.h"
 #include "plot/figures.h"
 #include "plot/inputs.h"
@@ -76,7 +77,7 @@ int main(int argc, char** argv) {
   il_cmd->add_option("--layers", il.layers, "only these layers (comma separated)")->delimiter(',');
   il_cmd->add_flag("--per-head", il.per_head, "one panel per head (needs per-head logging)");
   il_cmd->add_option("--heads", il.heads, "with --per-head: only these heads")->delimiter(',');
-  il_cmd->add_option("--smooth", il.smooth, "moving average over N tokens")->check(CLI::PositiveNumber);
+  il_cmd->add_option("--smooth", il.smooth, "moving average over N tokens")->check(mtt::app::int_range(1, 1'000'000));
   il_cmd->add_flag("--logy", il.logy, "log-scale loss axis");
 
   Common g_c;
@@ -110,7 +111,8 @@ int main(int argc, char** argv) {
   declare_common(*m_cmd, m_c, "metrics.png");
   m_cmd->add_option("--y", m_list, "metrics to plot, comma separated (default: loss, lr, grad_norm)");
   m_cmd->add_flag("--logy", mo.logy, "log-scale y");
-  m_cmd->add_option("--smooth", mo.smooth, "add a moving average over N logged steps")->check(CLI::PositiveNumber);
+  m_cmd->add_option("--smooth", mo.smooth, "add a moving average over N logged steps")
+      ->check(mtt::app::int_range(1, 1'000'000));
 
   Common lp_c;
   std::vector<std::string> lp_in;

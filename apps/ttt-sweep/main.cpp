@@ -3,8 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <limits>
+#include <optional>
 
 #include "app_main.h"
+#include "flags.h"
 #include "core/error.h"
 #include "experiments/moshi_training.h"
 #include "experiments/registry.h"
@@ -21,7 +24,7 @@ struct RunOptions {
   std::string out;
   int jobs = 1;
   bool resume = false, force = false, reduced = false, json = false, no_progress = false;
-  long index = -1;
+  std::optional<int64_t> index;
   std::string device = "cpu";
   bool slurm = false, submit = false;
   ex::SlurmOptions slurm_opts;
@@ -30,22 +33,29 @@ struct RunOptions {
 void declare_run(CLI::App& app, RunOptions& o) {
   app.add_option("spec", o.spec, "experiment spec (YAML), e.g. experiments/gating.yaml")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output directory (default: runs/<spec name>)");
-  app.add_option("--jobs", o.jobs, "grid points run in parallel")->check(CLI::PositiveNumber);
-  app.add_flag("--resume", o.resume, "continue a sweep in --out: finished points are kept, unfinished ones rerun");
-  app.add_flag("--force", o.force, "discard the results already in --out");
+  app.add_option("--jobs", o.jobs, "grid points run in parallel")->check(mtt::app::int_range(1, 256));
+  auto* resume = app.add_flag("--resume", o.resume, "continue a sweep in --out: finished points are kept, unfinished ones rerun");
+  app.add_flag("--force", o.force, "discard the results already in --out")->excludes(resume);
   app.add_flag("--reduced", o.reduced, "the spec's CI-sized grid");
-  app.add_option("--index", o.index, "run one grid point only (what a Slurm array task does)");
+  auto* index = app.add_option("--index", o.index, "run one grid point only (what a Slurm array task does)")
+                    ->check(mtt::app::int_range(0, std::numeric_limits<int64_t>::max()));
   app.add_flag("--json", o.json, "print the summary and verdict as JSON");
   app.add_flag("--no-progress", o.no_progress, "no progress output on stderr");
   app.add_option("--device", o.device, "cpu, cuda or cuda:N (experiments that train on a device)")->capture_default_str();
-  app.add_flag("--slurm", o.slurm, "write a Slurm job-array script for the grid instead of running it");
-  app.add_flag("--submit", o.submit, "with --slurm: submit it with sbatch");
-  app.add_option("--partition", o.slurm_opts.partition, "Slurm partition");
-  app.add_option("--time", o.slurm_opts.time, "Slurm time limit per task");
-  app.add_option("--cpus-per-task", o.slurm_opts.cpus_per_task, "Slurm CPUs per task");
-  app.add_option("--mem", o.slurm_opts.mem, "Slurm memory per task");
-  app.add_option("--gres", o.slurm_opts.gres, "Slurm generic resources, e.g. gpu:1");
-  app.add_option("--max-parallel", o.slurm_opts.max_parallel, "throttle: array tasks running at once");
+  auto* slurm = app.add_flag("--slurm", o.slurm, "write a Slurm job-array script for the grid instead of running it")
+                    ->excludes(index);
+  // The Slurm settings only go into the scripts: without --slurm they would be silently ignored.
+  app.add_flag("--submit", o.submit, "with --slurm: submit it with sbatch")->needs(slurm);
+  app.add_option("--partition", o.slurm_opts.partition, "Slurm partition")->needs(slurm);
+  app.add_option("--time", o.slurm_opts.time, "Slurm time limit per task")->needs(slurm);
+  app.add_option("--cpus-per-task", o.slurm_opts.cpus_per_task, "Slurm CPUs per task")
+      ->check(mtt::app::int_range(1, 4096))
+      ->needs(slurm);
+  app.add_option("--mem", o.slurm_opts.mem, "Slurm memory per task")->needs(slurm);
+  app.add_option("--gres", o.slurm_opts.gres, "Slurm generic resources, e.g. gpu:1")->needs(slurm);
+  app.add_option("--max-parallel", o.slurm_opts.max_parallel, "throttle: array tasks running at once (0: none)")
+      ->check(mtt::app::int_range(0, 1'000'000))
+      ->needs(slurm);
 }
 
 void print_result(const ex::SweepResult& r, bool json) {
@@ -85,10 +95,10 @@ int run(RunOptions& o, const std::string& self) {
   so.reduced = o.reduced;
   so.progress = !o.no_progress;
   so.device = o.device;
-  if (o.index >= 0) so.only_index = static_cast<std::size_t>(o.index);
+  if (o.index) so.only_index = static_cast<std::size_t>(*o.index);
   ex::SweepResult r = ex::run_sweep(spec, so);
   if (so.only_index) {
-    std::cout << "grid point " << o.index << " done in " << o.out << "\n";
+    std::cout << "grid point " << *o.index << " done in " << o.out << "\n";
     return 0;
   }
   print_result(r, o.json);
@@ -102,8 +112,8 @@ struct SpeechCmd {
 
 void declare_speech(CLI::App& app, SpeechCmd& c) {
   app.add_option("--out", c.o.out_dir, "output directory (WAVs and data.jsonl)")->required();
-  app.add_option("--n", c.o.n, "number of exchanges")->check(CLI::PositiveNumber);
-  app.add_option("--seed", c.o.seed, "seed (sentences, voices, speed)");
+  app.add_option("--n", c.o.n, "number of exchanges")->check(mtt::app::int_range(1, 100000));
+  app.add_option("--seed", c.o.seed, "seed (sentences, voices, speed)")->check(mtt::app::uint64_value());
   app.add_option("--espeak", c.o.espeak, "espeak-ng executable");
   app.add_flag("--json", c.json, "print JSON");
 }
@@ -172,6 +182,8 @@ int main(int argc, char** argv) {
   auto* run_cmd = app.add_subcommand("run", "run a spec's grid (or write its Slurm script)");
   declare_run(*run_cmd, run_opts);
   auto* list_cmd = app.add_subcommand("list", "list the built-in experiment kinds");
+  bool list_keys = false;
+  list_cmd->add_flag("--keys", list_keys, "also the config keys each kind reads (base: and grid axes)");
   std::string sum_dir;
   bool sum_json = false;
   auto* sum_cmd = app.add_subcommand("summarize", "rebuild summary and verdict from a sweep's run dirs");
@@ -189,7 +201,13 @@ int main(int argc, char** argv) {
   return mtt::app::run(app, argc, argv, "ttt-sweep", [&] {
     if (*run_cmd) return run(run_opts, argv[0]);
     if (*list_cmd) {
-      for (const auto& k : ex::builtin_experiments()) std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
+      for (const auto& k : ex::builtin_experiments()) {
+        std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
+        if (!list_keys) continue;
+        std::string keys;
+        for (const auto& key : k.config.keys()) keys += (keys.empty() ? "" : ", ") + key;
+        std::printf("%-16s keys: %s\n", "", keys.c_str());
+      }
       return 0;
     }
     if (*speech_cmd) return run_speech(speech);

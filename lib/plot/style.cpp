@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "io/strict_json.h"
 #include "plots/style.h"
 
 namespace mtt::plot {
@@ -65,12 +66,7 @@ double positive(const json& v, const std::string& path, const std::string& key, 
 }  // namespace
 
 Style load_style(const std::string& path) {
-  json j;
-  try {
-    j = json::parse(read_file(path));
-  } catch (const json::parse_error& e) {
-    throw Error(path, "", std::string("invalid JSON: ") + e.what());
-  }
+  const json j = io::read_json_file_strict(path);  // syntax, 1e999, duplicate keys: one line naming the file
   if (!j.is_object()) throw Error(path, "", "a style file is a JSON object");
   Style s = default_style();
   for (auto it = j.begin(); it != j.end(); ++it) {
