@@ -14,6 +14,8 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/parse_number.h"
+#include "io/strict_json.h"
 #include "core/output_set.h"
 #include "core/progress.h"
 #include "experiments/memory_stats.h"
@@ -278,7 +280,9 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
           return it->second;
         };
         if (get("format") != kStateFormat) throw Error(state_path, "format", "not a " + std::string(kStateFormat) + " file");
-        const json was = json::parse(get("train_config")), now = trajectory_settings(cfg);
+        const json was = io::parse_json_strict(get("train_config"), state_path, "train_config"),
+                   now = trajectory_settings(cfg);
+        if (!was.is_object()) throw Error(state_path, "train_config", "expected a JSON object");
         for (auto it = now.begin(); it != now.end(); ++it)
           if (!was.contains(it.key()) || was[it.key()] != it.value())
             throw Error(state_path, it.key(),
@@ -286,7 +290,10 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
                             ", the config now says " + it.value().dump() + ": a resume needs the same settings",
                         ErrorKind::Usage);
         const auto tensors = nn::load_tensors(state_path);
-        opt.load_state(tensors, std::stoll(get("optimizer_steps")), state_path);
+        const auto steps = parse_int64(get("optimizer_steps"));
+        if (!steps || *steps < 0)
+          throw Error(state_path, "optimizer_steps", "expected a step count, got '" + get("optimizer_steps") + "'");
+        opt.load_state(tensors, *steps, state_path);
         // The weights of that step, into the live parameters (every name, aliases included).
         const std::string weights = (dir / "consolidated.safetensors").string();
         const auto saved = nn::load_tensors(weights);
@@ -310,10 +317,21 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
           std::lock_guard<std::mutex> lock(g.mutex());
           g.set_state(it->second);
         }
-        rs.elapsed = std::stod(get("elapsed_time"));
-        rs.seen_tokens = std::stoll(get("n_seen_tokens"));
-        if (const std::string a = get("prev_gating_alpha_raw"); !a.empty()) rs.prev_alpha_raw = std::stod(a);
-        const int64_t pos = std::stoll(get("data_position"));
+        // Metadata a person may have edited: numbers or a one-line error naming the key.
+        auto number = [&](const char* k) {
+          const auto v = parse_finite_double(get(k));
+          if (!v) throw Error(state_path, k, "expected a number, got '" + get(k) + "'");
+          return *v;
+        };
+        auto integer = [&](const char* k) {
+          const auto v = parse_int64(get(k));
+          if (!v || *v < 0) throw Error(state_path, k, "expected a count, got '" + get(k) + "'");
+          return *v;
+        };
+        rs.elapsed = number("elapsed_time");
+        rs.seen_tokens = integer("n_seen_tokens");
+        if (const std::string a = get("prev_gating_alpha_raw"); !a.empty()) rs.prev_alpha_raw = number("prev_gating_alpha_raw");
+        const int64_t pos = integer("data_position");
         const int64_t expect = static_cast<int64_t>(s) * cfg.num_microbatches * cfg.batch_size;
         if (pos != expect)
           throw Error(state_path, "data_position", "is " + std::to_string(pos) + ", the step implies " + std::to_string(expect));

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/checkpoint.h"
 #include "kernels/common/cuda_runtime_info.h"
 #include "moshi/model_weights.h"
@@ -34,7 +35,9 @@ std::string ttt_layers_of_checkpoint(const std::string& path) {
     if (k.rfind(pre, 0) != 0) continue;
     const auto dot = k.find('.', pre.size());
     if (dot == std::string::npos || k.compare(dot, mark.size(), mark) != 0) continue;
-    layers.insert(std::stoi(k.substr(pre.size(), dot - pre.size())));
+    const auto n = parse_int64(k.substr(pre.size(), dot - pre.size()));
+    if (!n || *n < 0 || *n > 100000) throw Error(path, k, "the layer index of this key is not a number");
+    layers.insert(static_cast<int>(*n));
   }
   if (layers.empty()) return "none";
   std::string s;

@@ -31,7 +31,7 @@ class BudgetScan : public YAML::EventHandler {
   void OnAlias(const YAML::Mark& m, YAML::anchor_t a) override {
     for (const Frame& f : open_)
       if (f.anchor == a)
-        throw Error(file_, line_at(m), "alias " + name_of(a) + " inside the node it names (a cycle)");
+        throw Error(file_, line_at(m), "an alias inside its own anchor (" + name_of(a) + ", a cycle)");
     if (a >= anchors_.size() || !anchors_[a].closed)
       throw Error(file_, line_at(m), "alias " + name_of(a) + " names no finished node");
     charge(m, anchors_[a].values, level() + anchors_[a].height, "alias " + name_of(a));

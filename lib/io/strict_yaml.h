@@ -23,7 +23,7 @@ struct YamlLimits {
 };
 
 // Parses `text` as one YAML document. Throws mtt::Error(file, "line N", reason) for: a syntax
-// error, an alias inside the node it names ("a cycle"), an undefined alias, more than
+// error, an alias inside its own anchor ("a cycle"), an undefined alias, more than
 // limits.max_values values or nesting deeper than limits.max_depth once aliases are expanded,
 // a second document, text over limits.max_bytes. An empty text is a null node.
 YAML::Node load_yaml_strict(const std::string& text, const std::string& file, const YamlLimits& limits = {});

@@ -13,6 +13,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/parse_number.h"
 #include "io/checkpoint.h"
 
 namespace mtt::plot {
@@ -410,7 +411,7 @@ std::optional<int64_t> step_from_path(const std::string& p) {
   std::optional<int64_t> s;
   std::string rest = p;
   while (std::regex_search(rest, m, re)) {  // the last one in the path
-    s = std::stoll(m[1].str());
+    s = parse_int64(m[1].str());  // nothing for a number beyond int64
     rest = m.suffix().str();
   }
   return s;
@@ -429,7 +430,9 @@ GateCheckpoint gates_of(const io::Checkpoint& ck, const std::string& source) {
     GateValues gv;
     gv.alpha.resize(v.numel());
     for (uint64_t i = 0; i < v.numel(); ++i) gv.alpha[i] = static_cast<float>(element_as_double(v.data, v.dtype(), i));
-    g.gates[{std::stoi(m[1].str()), m[2].str()}] = std::move(gv);
+    const auto layer = parse_int64(m[1].str());
+    if (!layer || *layer > 100000) throw Error(ck.file_of(key), key, "the layer index of this key is not a layer number");
+    g.gates[{static_cast<int>(*layer), m[2].str()}] = std::move(gv);
   }
   if (g.gates.empty())
     throw Error(source, "", "no *_ssm_gating.gating_alpha tensors (not a TTT checkpoint?); " + ck.describe());

@@ -103,7 +103,7 @@ TEST(ConfigKeys, SpecShapeErrors) {
   EXPECT_NE(spec_error("max_steps: 3\noptim: {lr: 1}\n").find("a training config goes to ttt-sweep train --config"),
             std::string::npos);
   EXPECT_EQ(spec_error("name: a\nexperiment: gating\nbase: &b {x: *b}\n"),
-            "s.yaml: line 3: alias *b inside the node it names (a cycle)");
+            "s.yaml: line 3: an alias inside its own anchor (*b, a cycle)");
 }
 
 TEST(ConfigKeys, GridPointCountIsCheckedWithoutOverflow) {

@@ -38,10 +38,10 @@ std::string bomb(int levels, int fan) {
 
 TEST(StrictYaml, AliasInsideItsOwnAnchorIsACycleNamingTheLine) {
   EXPECT_EQ(error_of("name: x\nbase: &x {seed: 0, more: *x}\n"),
-            "t.yaml: line 2: alias *x inside the node it names (a cycle)");
-  EXPECT_EQ(error_of("a: &x [*x]\n"), "t.yaml: line 1: alias *x inside the node it names (a cycle)");
+            "t.yaml: line 2: an alias inside its own anchor (*x, a cycle)");
+  EXPECT_EQ(error_of("a: &x [*x]\n"), "t.yaml: line 1: an alias inside its own anchor (*x, a cycle)");
   // Deeper inside its own anchor.
-  EXPECT_NE(error_of("a: &x\n  b:\n    - [1, *x]\n").find("line 3: alias *x inside the node it names"),
+  EXPECT_NE(error_of("a: &x\n  b:\n    - [1, *x]\n").find("line 3: an alias inside its own anchor (*x"),
             std::string::npos);
 }
 
