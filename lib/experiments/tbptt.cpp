@@ -47,7 +47,7 @@ TrainResult train_tbptt(const NamedParams& params, const TrainConfig& cfg,
 
 void detach_streaming_state(moshi::TransformerState& st) {
   for (auto& kv : st.kv) {
-    // KVCache::complete writes the ring in place; a detached alias would share the version
+    // nn::RingKVCache::complete writes the ring in place; a detached alias would share the version
     // counter with tensors saved by the previous chunk's (already freed) graph, a copy does not.
     if (kv.keys.defined()) kv.keys = kv.keys.detach().clone();
     if (kv.values.defined()) kv.values = kv.values.detach().clone();

@@ -2,30 +2,33 @@
 // Mimi's encoder/decoder transformer (docs/moshi.md §5.3, upstream ProjectedTransformer with
 // d_model == dimension, so no projections): pre-norm LayerNorm layers with LayerScale, causal
 // self-attention with interleaved RoPE (§2.4) and a local window of `context` steps (§2.3),
-// GELU MLP without biases. Input/output in conv layout [B, C, T].
+// GELU MLP without biases. Input/output in conv layout [B, C, T]. Norms, linears, RoPE, the ring
+// and the mask are the LM's own (lib/nn), as moshi's transformer.rs serves lm.rs and mimi.rs.
 #include <ATen/ATen.h>
 
 #include <string>
 #include <vector>
 
 #include "mimi/config.h"
+#include "nn/kv_ring.h"
+#include "nn/linear.h"
+#include "nn/norms.h"
 
 namespace mtt::mimi {
 
 class WeightStore;
 
 struct MimiTransformerLayer {
-  at::Tensor in_proj;   // [3*C, C]: [Q heads | K heads | V heads] (§2.3)
-  at::Tensor out_proj;  // [C, C]
-  at::Tensor norm1_w, norm1_b, norm2_w, norm2_b;
-  at::Tensor linear1, linear2;  // [F, C], [C, F]
+  nn::Linear in_proj;   // [3*C, C]: [Q heads | K heads | V heads] (§2.3), no bias
+  nn::Linear out_proj;  // [C, C]
+  nn::Norm norm1, norm2;        // LayerNorm, eps from the config
+  nn::Linear linear1, linear2;  // [F, C], [C, F]
   at::Tensor scale1, scale2;    // LayerScale [C]
 };
 
 struct KvCache {
-  at::Tensor k, v;       // Exact: [B, H, L, D] past keys, L <= context-1. Ring: [B, H, context, D]
-  at::Tensor positions;  // Ring: absolute position of each slot, -1 = empty ([capacity], int64)
-  int64_t end = 0;       // Ring: number of steps written
+  at::Tensor k, v;       // Exact: [B, H, L, D] past keys, L <= context-1
+  nn::RingKVCache ring;  // UpstreamRing: capacity == context, made at the first step
 };
 
 struct TransformerState {
@@ -50,8 +53,5 @@ class MimiTransformer {
   TransformerConfig cfg_;
   std::vector<MimiTransformerLayer> layers_;
 };
-
-// Interleaved RoPE on [B, H, T, D] at positions offset..offset+T-1, computed in float32 (§2.4).
-at::Tensor apply_rope(const at::Tensor& x, int64_t offset, double max_period);
 
 }  // namespace mtt::mimi

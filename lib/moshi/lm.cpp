@@ -134,17 +134,6 @@ void LMModel::build() {
     if (low_rank > 0) e.low_rank.weight = meta({dim, low_rank});
     return e;
   };
-  auto make_norm = [&](NormKind k, int64_t dim) {
-    Norm n;
-    n.kind = k;
-    n.dim = dim;
-    if (norm_is_rms(k)) n.alpha = meta({1, 1, dim});
-    else {
-      n.weight = meta({dim});
-      n.bias = meta({dim});
-    }
-    return n;
-  };
   auto make_linear = [&](int64_t in, int64_t out, bool bias) {
     Linear l;
     l.weight = meta({out, in});

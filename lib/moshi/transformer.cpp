@@ -1,150 +1,29 @@
 #include "moshi/transformer.h"
 
-#include <ATen/core/grad_mode.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 #include "moshi/hybrid.h"
 #include "moshi/inplace.h"
+#include "nn/attention_mask.h"
+#include "nn/rope.h"
+#include "nn/sin_embedding.h"
 
 namespace mtt::moshi {
 
-at::Tensor Linear::operator()(const at::Tensor& x) const {
-  at::Tensor y = bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
-  if (!lora_A.defined()) return y;
-  // LoRALinear.forward: frozen_W(x) + lora_B(lora_A(x)) * scaling.
-  return y + at::linear(at::linear(x, lora_A), lora_B) * lora_scaling;
-}
-
-at::Tensor Linear::effective_weight() const {
-  if (!lora_A.defined()) return weight;
-  return weight + lora_scaling * at::matmul(lora_B, lora_A);
-}
-
-void Linear::merge_lora() {
-  if (!lora_A.defined()) return;
-  // replace_lora_with_linear: frozen_W.weight + scaling * (lora_B.weight @ lora_A.weight).
-  at::NoGradGuard ng;
-  weight = weight + lora_scaling * at::matmul(lora_B, lora_A);
-  lora_A = at::Tensor();
-  lora_B = at::Tensor();
-  lora_scaling = 0.0;
-}
-
-void Linear::collect(const std::string& prefix, NamedTensors& out) {
-  if (lora_A.defined()) {
-    out.emplace_back(prefix + "frozen_W.weight", &weight);
-    if (bias.defined()) out.emplace_back(prefix + "frozen_W.bias", &bias);
-    out.emplace_back(prefix + "lora_A.weight", &lora_A);
-    out.emplace_back(prefix + "lora_B.weight", &lora_B);
-    return;
-  }
-  out.emplace_back(prefix + "weight", &weight);
-  if (bias.defined()) out.emplace_back(prefix + "bias", &bias);
-}
-
-at::Tensor Norm::operator()(const at::Tensor& x) const {
-  const double eps = norm_eps(kind);
-  if (norm_is_rms(kind)) {
-    // _rms_norm (transformer.py): var = eps + mean(x^2) over the last dim, y = x * (alpha * rsqrt(var)),
-    // in f32 for rms_norm_f32, in x's dtype for rms_norm; cast back to x's dtype.
-    at::Tensor xx = norm_is_f32(kind) ? x.to(at::kFloat) : x;
-    at::Tensor var = at::mean(xx * xx, {-1}, /*keepdim=*/true) + eps;
-    return (xx * (alpha.to(var.scalar_type()) * at::rsqrt(var))).to(x.scalar_type());
-  }
-  if (norm_is_f32(kind)) {  // LayerNormF32: computed in f32, cast back
-    return at::layer_norm(x.to(at::kFloat), {dim}, weight.to(at::kFloat), bias.to(at::kFloat), eps)
-        .to(x.scalar_type());
-  }
-  return at::layer_norm(x, {dim}, weight, bias, eps);
-}
-
-void Norm::collect(const std::string& prefix, NamedTensors& out) {
-  if (norm_is_rms(kind)) {
-    out.emplace_back(prefix + "alpha", &alpha);
-  } else {
-    out.emplace_back(prefix + "weight", &weight);
-    out.emplace_back(prefix + "bias", &bias);
-  }
+Norm make_norm(NormKind kind, int64_t dim) {
+  return Norm::make(norm_is_rms(kind), norm_is_f32(kind), norm_eps(kind), dim,
+                    at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
 }
 
 namespace {
-
-// Writes T steps of rows [b0, b0 + n) that share the ring write offset `e` (transformer.py:238-288:
-// step j goes to slot (e + j) % capacity; only the last `capacity` steps survive a long call).
-void ring_write(at::Tensor& keys, at::Tensor& values, int64_t b0, int64_t n, int64_t e, int64_t cap,
-                const at::Tensor& k, const at::Tensor& v) {
-  const int64_t T = k.size(2);
-  at::Tensor kd = keys.narrow(0, b0, n), vd = values.narrow(0, b0, n);
-  at::Tensor ks = k.narrow(0, b0, n), vs = v.narrow(0, b0, n);
-  if (T >= cap) {
-    for (int64_t j = T - cap; j < T; ++j) {
-      const int64_t slot = (e + j) % cap;
-      kd.select(2, slot).copy_(ks.select(2, j));
-      vd.select(2, slot).copy_(vs.select(2, j));
-    }
-    return;
-  }
-  const int64_t start = e % cap;
-  const int64_t first = std::min(T, cap - start);
-  kd.narrow(2, start, first).copy_(ks.narrow(2, 0, first));
-  vd.narrow(2, start, first).copy_(vs.narrow(2, 0, first));
-  if (first < T) {
-    kd.narrow(2, 0, T - first).copy_(ks.narrow(2, first, T - first));
-    vd.narrow(2, 0, T - first).copy_(vs.narrow(2, first, T - first));
-  }
-}
-
-// Absolute position held by each slot after a write of T steps at offset e: slot i holds L + d
-// (d = i - L % capacity <= 0) or L + d - capacity, L = e + T - 1; slots at or past the row's new
-// end offset `end` (e + T, or e for a row that does not execute) get -1 (RingKVCache.complete).
-void ring_positions(int64_t e, int64_t T, int64_t cap, int64_t end, int64_t* pos) {
-  const int64_t last = e + T - 1, end_index = last % cap;
-  for (int64_t i = 0; i < cap; ++i) {
-    const int64_t d = i - end_index;
-    pos[i] = i >= end ? -1 : (d <= 0 ? last + d : last + d - cap);
-  }
-}
 
 bool all_equal(const std::vector<int64_t>& v) {
   return std::all_of(v.begin(), v.end(), [&](int64_t x) { return x == v.front(); });
 }
 
 }  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> KVCache::complete(const at::Tensor& k, const at::Tensor& v,
-                                                                 const std::vector<bool>& exec) {
-  const int64_t B = k.size(0), T = k.size(2), cap = capacity;
-  if (static_cast<int64_t>(end_offsets.size()) != B)
-    throw Error("", "kv_cache", "batch " + std::to_string(B) + " != cache rows " + std::to_string(end_offsets.size()),
-                ErrorKind::Internal);
-  auto runs = [&](int64_t b) { return exec.empty() || exec[static_cast<size_t>(b)]; };
-  const bool all_run = std::all_of(exec.begin(), exec.end(), [](bool e) { return e; });
-  const bool uniform = all_equal(end_offsets) && all_run;
-  std::vector<int64_t> pos(static_cast<size_t>((uniform ? 1 : B) * cap));
-  if (uniform) {
-    ring_write(keys, values, 0, B, end_offsets[0], cap, k, v);
-    ring_positions(end_offsets[0], T, cap, end_offsets[0] + T, pos.data());
-  } else {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t e = end_offsets[static_cast<size_t>(b)];
-      ring_write(keys, values, b, 1, e, cap, k, v);
-      ring_positions(e, T, cap, runs(b) ? e + T : e, pos.data() + b * cap);
-    }
-  }
-  for (int64_t b = 0; b < B; ++b)
-    if (runs(b)) end_offsets[static_cast<size_t>(b)] += T;
-  at::Tensor positions =
-      at::tensor(pos, at::TensorOptions().dtype(at::kLong)).view({uniform ? 1 : B, cap}).to(k.device());
-  return {keys, values, positions};
-}
-
-void KVCache::reset(const std::vector<bool>& mask) {
-  for (size_t b = 0; b < end_offsets.size() && b < mask.size(); ++b)
-    if (mask[b]) end_offsets[b] = 0;
-}
 
 bool TransformerState::uniform() const { return offsets.empty() || all_equal(offsets); }
 
@@ -180,47 +59,7 @@ at::Tensor StepPositions::tensor(const at::Device& device) const {
   return at::tensor(offsets, at::TensorOptions().dtype(at::kLong)).to(device);
 }
 
-std::pair<at::Tensor, at::Tensor> apply_rope(const at::Tensor& q, const at::Tensor& k, const at::Tensor& offsets,
-                                             double max_period, bool interleave) {
-  // rope.py:12-82: freqs_i = exp(-ln(max_period) * 2i / D), angles in f32, rotation in f32,
-  // cast back to the q/k dtype; row b at positions offsets[b] + t.
-  const int64_t T = q.size(2), D = q.size(3);
-  auto f32 = at::TensorOptions().dtype(at::kFloat).device(q.device());
-  at::Tensor ds = at::arange(D / 2, f32);
-  at::Tensor freqs = at::exp(ds * (-std::log(max_period) * 2.0 / static_cast<double>(D)));
-  at::Tensor ts = at::arange(T, f32).view({1, 1, T, 1}) + offsets.to(at::kFloat).view({-1, 1, 1, 1});
-  at::Tensor rotr = at::cos(freqs * ts), roti = at::sin(freqs * ts);
-  auto rot = [&](const at::Tensor& x) {
-    at::Tensor xr, xi;
-    if (interleave) {
-      at::Tensor v = x.reshape({x.size(0), x.size(1), T, D / 2, 2});
-      xr = v.select(-1, 0).to(at::kFloat);
-      xi = v.select(-1, 1).to(at::kFloat);
-    } else {
-      xr = x.narrow(-1, 0, D / 2).to(at::kFloat);
-      xi = x.narrow(-1, D / 2, D / 2).to(at::kFloat);
-    }
-    at::Tensor outr = (xr * rotr - xi * roti).to(x.scalar_type());
-    at::Tensor outi = (xr * roti + xi * rotr).to(x.scalar_type());
-    if (interleave) return at::stack({outr, outi}, -1).view({x.size(0), x.size(1), T, D});
-    return at::cat({outr, outi}, -1);
-  };
-  return {rot(q), rot(k)};
-}
-
-at::Tensor sin_embedding(const at::Tensor& offsets, int64_t T, int64_t C, double max_period, at::ScalarType dtype) {
-  // create_sin_embedding (transformer.py:139-164), computed in the activation dtype as upstream.
-  auto o = at::TensorOptions().dtype(dtype).device(offsets.device());
-  const int64_t half = C / 2;
-  at::Tensor positions =
-      (at::arange(T, offsets.options().dtype(at::kLong)).view({1, -1, 1}) + offsets.view({-1, 1, 1})).to(dtype);
-  at::Tensor adim = at::arange(half, o).view({1, 1, -1});
-  at::Tensor mp = at::full({}, max_period, o);
-  at::Tensor phase = positions / at::pow(mp, adim / static_cast<double>(half - 1));
-  return at::cat({at::cos(phase), at::sin(phase)}, -1);
-}
-
-at::Tensor TransformerLayer::attention(const at::Tensor& x, const StepPositions& pos, KVCache* kv) const {
+at::Tensor TransformerLayer::attention(const at::Tensor& x, const StepPositions& pos, RingKVCache* kv) const {
   const int64_t B = x.size(0), T = x.size(1), D = cfg->d_model, H = cfg->num_heads, hd = D / H;
   const int64_t sets = static_cast<int64_t>(in_projs.size());
   // apply_weights_per_step (transformer.py:291-318): host step offset_cpu + t picks the weight set.
@@ -249,7 +88,7 @@ at::Tensor TransformerLayer::attention(const at::Tensor& x, const StepPositions&
   const at::Tensor offsets = pos.tensor(x.device());  // [B or 1]
   const PosEmb pe = cfg->positional_embedding;
   if (pe == PosEmb::rope || pe == PosEmb::sin_rope || pe == PosEmb::rope_concat)
-    std::tie(q, k) = apply_rope(q, k, offsets, cfg->max_period, pe != PosEmb::rope_concat);
+    std::tie(q, k) = nn::apply_rope(q, k, offsets, cfg->max_period, pe != PosEmb::rope_concat);
 
   at::Tensor pos_k;  // [B or 1, S]
   const at::Tensor steps = at::arange(T, at::TensorOptions().dtype(at::kLong).device(x.device()));
@@ -265,15 +104,7 @@ at::Tensor TransformerLayer::attention(const at::Tensor& x, const StepPositions&
     v = v.repeat_interleave(cfg->kv_repeat, 1);
   }
   std::optional<at::Tensor> mask;
-  if (cfg->causal) {
-    // attend iff pos_k >= 0, pos_q - pos_k >= 0 and (< context) (transformer.py:574-585), per row.
-    at::Tensor pos_q = offsets.view({-1, 1, 1}) + steps.view({1, -1, 1});  // [B or 1, T, 1]
-    at::Tensor pk = pos_k.unsqueeze(1);                                       // [B or 1, 1, S]
-    at::Tensor delta = pos_q - pk;
-    at::Tensor m = (pk >= 0) & (delta >= 0);
-    if (cfg->context) m = m & (delta < *cfg->context);
-    mask = m.unsqueeze(1);  // [B or 1, 1, T, S]
-  }
+  if (cfg->causal) mask = nn::causal_window_mask(offsets, T, pos_k, cfg->context);  // per row
   at::Tensor y;
   if (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble) {
     y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false);
@@ -316,7 +147,7 @@ at::Tensor TransformerLayer::ffn(const at::Tensor& x, int64_t offset_cpu) const 
   return at::cat(ys, 1);
 }
 
-at::Tensor TransformerLayer::forward(const at::Tensor& x, const StepPositions& pos, KVCache* kv, LayerTTTState* ttt,
+at::Tensor TransformerLayer::forward(const at::Tensor& x, const StepPositions& pos, RingKVCache* kv, LayerTTTState* ttt,
                                      const at::Tensor& target_source) {
   // Pre-norm residual blocks (transformer.py:752-802); residual add in the update's dtype.
   at::Tensor upd = attention(norm1(x), pos, kv);
@@ -368,16 +199,8 @@ StreamingTransformer::StreamingTransformer(TransformerConfig cfg) : cfg_(std::mo
   layers_.resize(static_cast<size_t>(cfg_.num_layers));
   for (auto& l : layers_) {
     l.cfg = &cfg_;
-    for (Norm* n : {&l.norm1, &l.norm2}) {
-      n->kind = cfg_.norm;
-      n->dim = D;
-      if (norm_is_rms(cfg_.norm)) {
-        n->alpha = empty({1, 1, D});
-      } else {
-        n->weight = empty({D});
-        n->bias = empty({D});
-      }
-    }
+    l.norm1 = make_norm(cfg_.norm, D);
+    l.norm2 = make_norm(cfg_.norm, D);
     for (int64_t s = 0; s < sets; ++s) {
       l.in_projs.push_back({empty({D + 2 * kv_dim, D}), {}});
       l.out_projs.push_back({empty({D, D}), {}});
@@ -409,12 +232,7 @@ TransformerState StreamingTransformer::new_state(int64_t batch, const at::Tensor
     throw Error("", "context", "streaming needs a finite context (ring KV capacity)", ErrorKind::Usage);
   const int64_t kvh = cfg_.num_heads / cfg_.kv_repeat, hd = cfg_.head_dim();
   for (size_t i = 0; i < layers_.size(); ++i) {
-    KVCache c;
-    c.capacity = cap;
-    c.keys = at::zeros({batch, kvh, cap, hd}, opts);
-    c.values = at::zeros({batch, kvh, cap, hd}, opts);
-    c.end_offsets.assign(static_cast<size_t>(batch), 0);
-    st.kv.push_back(std::move(c));
+    st.kv.push_back(RingKVCache::make(batch, kvh, cap, hd, opts));
     st.ttt.push_back(nullptr);
   }
   return st;
@@ -435,9 +253,9 @@ at::Tensor StreamingTransformer::forward(const at::Tensor& x_in, TransformerStat
   }
   at::Tensor x = x_in;
   if (cfg_.positional_embedding == PosEmb::sin || cfg_.positional_embedding == PosEmb::sin_rope)
-    x = x + cfg_.positional_scale * sin_embedding(pos.tensor(x.device()), T, C, cfg_.max_period, x.scalar_type());
+    x = x + cfg_.positional_scale * nn::sin_embedding(pos.tensor(x.device()), T, C, cfg_.max_period, x.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {
-    KVCache* kv = state ? &state->kv[i] : nullptr;
+    RingKVCache* kv = state ? &state->kv[i] : nullptr;
     LayerTTTState* tst = state ? state->ttt[i].get() : nullptr;
     x = layers_[i].forward(x, pos, kv, tst, target_source);
   }
