@@ -47,12 +47,14 @@ at::Tensor HybridBlock::forward(const at::Tensor& h, LayerTTTState* state) {
   return path_->forward(h, &state->ttt).y;
 }
 
-void HybridBlock::collect(const std::string& p, NamedTensors& out) {
+void HybridBlock::collect(const std::string& p, ParamList& out) {
+  // The TTT layer and its gates keep their own initialisation and stay f32 (docs/ttt.md §1.1, §2).
+  const nn::ParamSpec ttt{nn::ParamInit::own, nn::ParamDType::f32};
   ttt::TTTLayer& t = ttt_layer();
   for (const auto& kv : t.named_parameters())
-    out.emplace_back(p + "seq_modeling_block.ttt_layer.ttt." + kv.first, &t.param(kv.first));
-  out.emplace_back(p + "seq_modeling_block.forward_ssm_gating.gating_alpha", &forward_gate().gating_alpha);
-  out.emplace_back(p + "seq_modeling_block.backward_ssm_gating.gating_alpha", &backward_gate().gating_alpha);
+    out.push_back({p + "seq_modeling_block.ttt_layer.ttt." + kv.first, &t.param(kv.first), ttt});
+  out.push_back({p + "seq_modeling_block.forward_ssm_gating.gating_alpha", &forward_gate().gating_alpha, ttt});
+  out.push_back({p + "seq_modeling_block.backward_ssm_gating.gating_alpha", &backward_gate().gating_alpha, ttt});
 }
 
 void HybridBlock::to(at::ScalarType dtype) {

@@ -52,7 +52,7 @@ class HybridBlock {
   at::Tensor forward(const at::Tensor& h, LayerTTTState* state);
   // Parameters under their fork names relative to the layer prefix:
   // seq_modeling_block.ttt_layer.ttt.*, seq_modeling_block.{forward,backward}_ssm_gating.gating_alpha.
-  void collect(const std::string& layer_prefix, NamedTensors& out);
+  void collect(const std::string& layer_prefix, ParamList& out);
   void to(at::ScalarType dtype);
   void set_requires_grad(bool on);
   std::shared_ptr<LayerTTTState> new_state(int64_t batch) const;

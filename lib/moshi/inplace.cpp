@@ -149,11 +149,15 @@ void InPlaceBlock::bind(const TransformerLayer* layer) const {
   m.target_proj = target_proj;
 }
 
-void InPlaceBlock::collect(const std::string& g, NamedTensors& out) {
-  out.emplace_back(g + "w_down", &w_down);
-  out.emplace_back(g + "w_down_pretrained", &w_down_pretrained);
-  out.emplace_back(g + "target_generator.conv1d.conv.weight", &conv_weight);
-  out.emplace_back(g + "target_generator.W_target.weight", &target_proj);
+void InPlaceBlock::collect(const std::string& g, ParamList& out) {
+  // The fast weight W0 and its reset copy (a buffer) come from linear_out and stay f32 whatever
+  // the compute dtype (docs/checkpoint-keys.md §2.2); the target generator starts at the port's
+  // fine-tuning N(0, 1e-2) (§2.5).
+  using nn::ParamDType, nn::ParamInit;
+  out.push_back({g + "w_down", &w_down, {ParamInit::derived, ParamDType::f32}});
+  out.push_back({g + "w_down_pretrained", &w_down_pretrained, {ParamInit::derived, ParamDType::f32, /*buffer=*/true}});
+  out.push_back({g + "target_generator.conv1d.conv.weight", &conv_weight, {ParamInit::small_normal}});
+  out.push_back({g + "target_generator.W_target.weight", &target_proj, {ParamInit::small_normal}});
 }
 
 void InPlaceBlock::init_fast_weight_from(const TransformerLayer& layer) {

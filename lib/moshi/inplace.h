@@ -41,7 +41,7 @@ class InPlaceBlock {
                      LayerTTTState* state);
   // w_down, w_down_pretrained, target_generator.conv1d.conv.weight, target_generator.W_target.weight
   // under `gating_prefix` ("transformer.layers.5.gating."); linear_in/linear_out are the layer's.
-  void collect(const std::string& gating_prefix, NamedTensors& out);
+  void collect(const std::string& gating_prefix, ParamList& out);
   std::shared_ptr<InPlaceRows> new_state(int64_t batch) const;
   // The port's loaders: w_down and w_down_pretrained = f32 copies of linear_out (IPMOSHI
   // loaders.py:L458-473, docs/checkpoint-keys.md §2.2).

@@ -23,15 +23,6 @@ at::Tensor meta(std::vector<int64_t> shape) {
   return at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
 }
 
-// In-Place fast weight W0 and its reset copy: kept f32 whatever the compute dtype (the port,
-// docs/checkpoint-keys.md §2.2).
-bool is_fast_weight(const std::string& name) {
-  auto ends = [&](const std::string& suf) {
-    return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
-  };
-  return ends(".gating.w_down") || ends(".gating.w_down_pretrained");
-}
-
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
@@ -82,8 +73,8 @@ at::Tensor ScaledEmbedding::operator()(const at::Tensor& ids) const {
   return y;
 }
 
-void ScaledEmbedding::collect(const std::string& prefix, NamedTensors& out) {
-  out.emplace_back(prefix + "weight", &weight);
+void ScaledEmbedding::collect(const std::string& prefix, ParamList& out) {
+  out.push_back({prefix + "weight", &weight, {nn::ParamInit::embedding}});
   if (low_rank.weight.defined()) low_rank.collect(prefix + "low_rank.", out);
 }
 
@@ -174,8 +165,8 @@ void LMModel::build() {
   }
 }
 
-NamedTensors LMModel::named_parameters() {
-  NamedTensors out;
+ParamList LMModel::declared_parameters() {
+  ParamList out;
   for (size_t k = 0; k < emb_.size(); ++k) emb_[k].collect("emb." + std::to_string(k) + ".", out);
   text_emb_.collect("text_emb.", out);
   text_linear_.collect("text_linear.", out);
@@ -208,6 +199,12 @@ NamedTensors LMModel::named_parameters() {
   return out;
 }
 
+NamedTensors LMModel::named_parameters() {
+  NamedTensors out;
+  for (auto& p : declared_parameters()) out.emplace_back(std::move(p.name), p.tensor);
+  return out;
+}
+
 std::map<std::string, at::Tensor> LMModel::state_dict() {
   std::map<std::string, at::Tensor> m;
   for (auto& [n, t] : named_parameters()) m[n] = *t;
@@ -217,34 +214,25 @@ std::map<std::string, at::Tensor> LMModel::state_dict() {
 void LMModel::init_random(uint64_t seed, at::ScalarType dtype) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   std::set<at::TensorImpl*> seen;  // duplicate names share one tensor
-  for (auto& [name, t] : named_parameters()) {
+  // The rule of each tensor is the one its module declared (nn/params.h), in registration order:
+  // the order fixes the generator's stream, so a seed gives the same weights as before.
+  using nn::ParamInit;
+  for (auto& [name, t, spec] : declared_parameters()) {
     if (seen.count(t->unsafeGetTensorImpl())) continue;
-    if (name.find("seq_modeling_block.") != std::string::npos &&
-        name.find("seq_modeling_block.original_layer.") == std::string::npos) {
-      continue;  // TTT parameters keep the TTT layer's own initialisation (docs/ttt.md §1.1)
-    }
-    if (is_fast_weight(name)) continue;  // copies of linear_out, set below
-    if (name.find(".target_generator.") != std::string::npos) {
-      // The port's fine-tuning initialiser N(0, 1e-2) (docs/checkpoint-keys.md §2.5).
-      *t = (1e-2 * at::randn(t->sizes().vec(), gen)).to(dtype);
-      seen.insert(t->unsafeGetTensorImpl());
-      continue;
-    }
-    auto shape = t->sizes().vec();
-    auto ends = [&](const std::string& suf) {
-      return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
-    };
-    const bool is_table = name.find("low_rank") == std::string::npos &&
-                          (name.rfind("emb.", 0) == 0 || name.rfind("text_emb.", 0) == 0 ||
-                           name.rfind("depformer_emb.", 0) == 0 || name.rfind("depformer_text_emb.", 0) == 0);
-    const bool is_gain = ends(".alpha") || ((ends("norm1.weight") || ends("norm2.weight") || ends("out_norm.weight") ||
-                                             name.rfind("depformer_norms.", 0) == 0) && ends(".weight"));
+    // TTT parameters keep the TTT layer's own initialisation (docs/ttt.md §1.1); the In-Place
+    // fast weight is a copy of linear_out, set below.
+    if (spec.init == ParamInit::own || spec.init == ParamInit::derived) continue;
+    const auto shape = t->sizes().vec();
     at::Tensor v;
-    if (is_table) v = at::randn(shape, gen);  // embeddings: unit variance
-    else if (is_gain) v = 1.0 + 0.1 * at::randn(shape, gen);
-    else if (ends(".bias")) v = 0.1 * at::randn(shape, gen);
-    else if (ends("scale")) v = cfg_.layer_scale.value_or(0.1) * (1.0 + 0.1 * at::randn(shape, gen));
-    else v = at::randn(shape, gen) / std::sqrt(static_cast<double>(shape.back()));  // linears: N(0, 1/in)
+    switch (spec.init) {
+      case ParamInit::embedding: v = at::randn(shape, gen); break;  // unit variance
+      case ParamInit::norm_gain: v = 1.0 + 0.1 * at::randn(shape, gen); break;
+      case ParamInit::bias: v = 0.1 * at::randn(shape, gen); break;
+      case ParamInit::layer_scale: v = cfg_.layer_scale.value_or(0.1) * (1.0 + 0.1 * at::randn(shape, gen)); break;
+      case ParamInit::small_normal: v = 1e-2 * at::randn(shape, gen); break;
+      case ParamInit::linear:
+      default: v = at::randn(shape, gen) / std::sqrt(static_cast<double>(shape.back())); break;  // N(0, 1/sqrt(in))
+    }
     *t = v.to(dtype);
     seen.insert(t->unsafeGetTensorImpl());
   }
@@ -257,8 +245,8 @@ void LMModel::init_random(uint64_t seed, at::ScalarType dtype) {
 }
 
 void LMModel::set_requires_grad(bool on) {
-  for (auto& [n, t] : named_parameters()) {
-    if (n.size() >= 17 && n.compare(n.size() - 17, 17, "w_down_pretrained") == 0) continue;  // a buffer
+  for (auto& [n, t, spec] : declared_parameters()) {
+    if (spec.buffer) continue;
     if (t->defined() && at::isFloatingType(t->scalar_type())) t->requires_grad_(on);
   }
 }
@@ -408,7 +396,13 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
   std::set<std::string> ignore(opt.ignore_unexpected.begin(), opt.ignore_unexpected.end());
   std::set<std::string> used;
   std::map<at::TensorImpl*, std::string> assigned;  // handle -> first name (fork duplicates)
-  auto params = named_parameters();
+  auto declared = declared_parameters();
+  NamedTensors params;
+  std::map<at::Tensor*, nn::ParamSpec> spec_of;  // the declaration of the handle's first name
+  for (const auto& p : declared) {
+    params.emplace_back(p.name, p.tensor);
+    spec_of.emplace(p.tensor, p.spec);
+  }
   std::vector<std::pair<at::Tensor*, at::Tensor>> pending;
   std::map<at::Tensor*, std::string> first_name;
   for (auto& [name, ptr] : params) {
@@ -457,14 +451,10 @@ LoadReport LMModel::load(const std::map<std::string, at::Tensor>& tensors_in, co
   }
   for (auto& [ptr, src] : pending) {
     at::Tensor v = src;
-    // RMSNorm gains and TTT/gating tensors follow the compute dtype too (the upstream loader casts
-    // every floating tensor, loaders.py:412-422).
-    // TTT branch parameters stay f32 (the inner loop runs in f32, docs/ttt.md §2).
-    at::ScalarType want = opt.dtype;
-    if ((first_name[ptr].find("seq_modeling_block.") != std::string::npos &&
-         first_name[ptr].find("seq_modeling_block.original_layer.") == std::string::npos) ||
-        is_fast_weight(first_name[ptr]))
-      want = at::kFloat;
+    // Every floating tensor follows the compute dtype, RMSNorm gains and gating included (the
+    // upstream loader casts them all, loaders.py:412-422), except those declared f32: the TTT
+    // branch (its inner loop runs in f32, docs/ttt.md §2) and the In-Place fast weight.
+    const at::ScalarType want = spec_of.at(ptr).dtype == nn::ParamDType::f32 ? at::kFloat : opt.dtype;
     if (v.scalar_type() != want && at::isFloatingType(v.scalar_type())) {
       v = v.to(want);
       ++rep.converted;

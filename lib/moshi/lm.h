@@ -22,7 +22,7 @@ struct ScaledEmbedding {
   at::Tensor weight;  // [num, low_rank or dim]
   Linear low_rank;    // [dim, low_rank] when low-rank
   at::Tensor operator()(const at::Tensor& ids) const;
-  void collect(const std::string& prefix, NamedTensors& out);
+  void collect(const std::string& prefix, ParamList& out);  // the table: ParamInit::embedding
 };
 
 struct LMOutput {
@@ -83,8 +83,10 @@ class LMModel {
   const LMConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return dtype_; }
 
-  // Every parameter under its module-form checkpoint name (in_projs.{k}), registration order.
-  NamedTensors named_parameters();
+  // Every parameter under its module-form checkpoint name (in_projs.{k}), registration order,
+  // with the declaration its module registered it with (init rule, dtype class, buffer).
+  ParamList declared_parameters();
+  NamedTensors named_parameters();  // the same, names and handles only
   std::map<std::string, at::Tensor> state_dict();  // name -> tensor (aliases)
 
   // Deterministic random weights (tests, benchmarks): linears N(0, 1/sqrt(in)), embeddings N(0, 1),

@@ -165,7 +165,7 @@ at::Tensor TransformerLayer::forward(const at::Tensor& x, const StepPositions& p
   return h.to(f.scalar_type()) + f;
 }
 
-void TransformerLayer::collect(const std::string& prefix, NamedTensors& out) {
+void TransformerLayer::collect(const std::string& prefix, ParamList& out) {
   norm1.collect(prefix + "norm1.", out);
   norm2.collect(prefix + "norm2.", out);
   for (size_t i = 0; i < in_projs.size(); ++i) in_projs[i].collect(prefix + "self_attn.in_projs." + std::to_string(i) + ".", out);
@@ -184,8 +184,8 @@ void TransformerLayer::collect(const std::string& prefix, NamedTensors& out) {
     linear2.collect(prefix + "linear2.", out);
   }
   if (layer_scale_1.defined()) {
-    out.emplace_back(prefix + "layer_scale_1.scale", &layer_scale_1);
-    out.emplace_back(prefix + "layer_scale_2.scale", &layer_scale_2);
+    out.push_back({prefix + "layer_scale_1.scale", &layer_scale_1, {nn::ParamInit::layer_scale}});
+    out.push_back({prefix + "layer_scale_2.scale", &layer_scale_2, {nn::ParamInit::layer_scale}});
   }
 }
 
@@ -268,7 +268,7 @@ at::Tensor StreamingTransformer::forward(const at::Tensor& x_in, TransformerStat
   return x.to(x_in.scalar_type());
 }
 
-void StreamingTransformer::collect(const std::string& prefix, NamedTensors& out) {
+void StreamingTransformer::collect(const std::string& prefix, ParamList& out) {
   for (size_t i = 0; i < layers_.size(); ++i) layers_[i].collect(prefix + "layers." + std::to_string(i) + ".", out);
 }
 

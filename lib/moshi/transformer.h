@@ -5,7 +5,8 @@
 // RoPE, sinusoidal embedding, ring KV cache, attention mask) are lib/nn.
 //
 // Parameters are plain at::Tensor members registered under their upstream module names
-// (in_projs.{k}.weight, gating.linear_in.weight, norm1.alpha, ...), see named_parameters().
+// (in_projs.{k}.weight, gating.linear_in.weight, norm1.alpha, ...) with their declarations
+// (nn/params.h), see LMModel::declared_parameters().
 #include <ATen/ATen.h>
 #include <functional>
 #include <memory>
@@ -17,13 +18,14 @@
 #include "moshi/config.h"
 #include "nn/kv_ring.h"
 #include "nn/linear.h"
-#include "nn/named_tensors.h"
+#include "nn/params.h"
 #include "nn/norms.h"
 
 namespace mtt::moshi {
 
 using nn::Linear;        // nn/linear.h: Linear with a separate LoRA adapter
-using nn::NamedTensors;  // nn/named_tensors.h
+using nn::NamedTensors;  // nn/params.h
+using nn::ParamList;     // nn/params.h: each parameter with its declaration
 using nn::Norm;          // nn/norms.h
 using nn::RingKVCache;   // nn/kv_ring.h
 
@@ -82,7 +84,7 @@ struct TransformerLayer {
                      const at::Tensor& target_source = {});
   at::Tensor attention(const at::Tensor& x, const StepPositions& pos, RingKVCache* kv) const;
   at::Tensor ffn(const at::Tensor& x, int64_t offset_cpu) const;
-  void collect(const std::string& prefix, NamedTensors& out);
+  void collect(const std::string& prefix, ParamList& out);
 };
 
 class StreamingTransformer {
@@ -100,7 +102,7 @@ class StreamingTransformer {
   TransformerState new_state(int64_t batch, const at::TensorOptions& opts) const;
 
   std::vector<TransformerLayer>& layers() { return layers_; }
-  void collect(const std::string& prefix, NamedTensors& out);
+  void collect(const std::string& prefix, ParamList& out);
 
  private:
   TransformerConfig cfg_;

@@ -26,16 +26,17 @@ void Linear::merge_lora() {
   lora_scaling = 0.0;
 }
 
-void Linear::collect(const std::string& prefix, NamedTensors& out) {
+void Linear::collect(const std::string& prefix, ParamList& out) {
+  const ParamSpec w{ParamInit::linear}, b{ParamInit::bias};
   if (lora_A.defined()) {
-    out.emplace_back(prefix + "frozen_W.weight", &weight);
-    if (bias.defined()) out.emplace_back(prefix + "frozen_W.bias", &bias);
-    out.emplace_back(prefix + "lora_A.weight", &lora_A);
-    out.emplace_back(prefix + "lora_B.weight", &lora_B);
+    out.push_back({prefix + "frozen_W.weight", &weight, w});
+    if (bias.defined()) out.push_back({prefix + "frozen_W.bias", &bias, b});
+    out.push_back({prefix + "lora_A.weight", &lora_A, w});
+    out.push_back({prefix + "lora_B.weight", &lora_B, w});
     return;
   }
-  out.emplace_back(prefix + "weight", &weight);
-  if (bias.defined()) out.emplace_back(prefix + "bias", &bias);
+  out.push_back({prefix + "weight", &weight, w});
+  if (bias.defined()) out.push_back({prefix + "bias", &bias, b});
 }
 
 }  // namespace mtt::nn

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "nn/named_tensors.h"
+#include "nn/params.h"
 
 namespace mtt::nn {
 
@@ -27,7 +27,8 @@ struct Linear {
   void merge_lora();
   // Names: `weight` (+ `bias`), or with LoRA `frozen_W.weight` (+ `frozen_W.bias`), `lora_A.weight`,
   // `lora_B.weight` (the in-memory state_dict names of a LoRALinear).
-  void collect(const std::string& prefix, NamedTensors& out);
+  // All declared ParamInit::linear, the biases ParamInit::bias.
+  void collect(const std::string& prefix, ParamList& out);
 };
 
 }  // namespace mtt::nn

@@ -32,12 +32,12 @@ at::Tensor Norm::operator()(const at::Tensor& x) const {
   return at::layer_norm(x, {dim}, weight, bias, eps);
 }
 
-void Norm::collect(const std::string& prefix, NamedTensors& out) {
+void Norm::collect(const std::string& prefix, ParamList& out) {
   if (rms) {
-    out.emplace_back(prefix + "alpha", &alpha);
+    out.push_back({prefix + "alpha", &alpha, {ParamInit::norm_gain}});
   } else {
-    out.emplace_back(prefix + "weight", &weight);
-    out.emplace_back(prefix + "bias", &bias);
+    out.push_back({prefix + "weight", &weight, {ParamInit::norm_gain}});
+    out.push_back({prefix + "bias", &bias, {ParamInit::bias}});
   }
 }
 

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "nn/named_tensors.h"
+#include "nn/params.h"
 
 namespace mtt::nn {
 
@@ -22,8 +22,8 @@ struct Norm {
   // The tensors of this kind on `opts` (the meta device: shapes only, assigned later).
   static Norm make(bool rms, bool f32, double eps, int64_t dim, const at::TensorOptions& opts);
   at::Tensor operator()(const at::Tensor& x) const;
-  // `alpha` (RMSNorm) or `weight`, `bias` (LayerNorm).
-  void collect(const std::string& prefix, NamedTensors& out);
+  // `alpha` (RMSNorm) or `weight`, `bias` (LayerNorm), declared as gains and biases.
+  void collect(const std::string& prefix, ParamList& out);
 };
 
 }  // namespace mtt::nn

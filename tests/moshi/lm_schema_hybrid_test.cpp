@@ -52,6 +52,40 @@ TEST(MoshiSchema, RegisteredParametersEqualTheDeclaration) {
   }
 }
 
+// What each module declares when it registers a tensor (nn/params.h: init rule, dtype class,
+// buffer) agrees with the torch-free schema's module and role for the same key, so init_random,
+// load and set_requires_grad treat a tensor as the audit sees it.
+TEST(MoshiSchema, RegisteredDeclarationsAgreeWithTheSchemaRoles) {
+  LMConfig inplace = LMConfig::tiny();
+  inplace.ttt.enable = true;
+  inplace.ttt.variant = TTTVariant::inplace;
+  inplace.ttt.layers = "1,3";
+  for (const LMConfig& c : {LMConfig::tiny(), tiny_hybrid(), inplace}) {
+    LMModel m(c);
+    ModelSchema s = declare_parameters(c.to_schema());
+    int checked = 0;
+    for (const auto& p : m.declared_parameters()) {
+      const ParamDecl* d = s.find(p.name);
+      ASSERT_NE(d, nullptr) << p.name;
+      const bool ttt = d->module.rfind("ttt.", 0) == 0;
+      const bool fast = d->role == "fast_weight";
+      EXPECT_EQ(p.spec.init == nn::ParamInit::own, ttt) << p.name;
+      EXPECT_EQ(p.spec.init == nn::ParamInit::derived, fast) << p.name;
+      EXPECT_EQ(p.spec.dtype == nn::ParamDType::f32, ttt || fast) << p.name;
+      EXPECT_EQ(p.spec.buffer, d->buffer) << p.name;
+      if (ttt || fast) continue;
+      EXPECT_EQ(p.spec.init == nn::ParamInit::embedding, d->role == "embedding") << p.name;
+      EXPECT_EQ(p.spec.init == nn::ParamInit::norm_gain, d->role == "norm_gain") << p.name;
+      EXPECT_EQ(p.spec.init == nn::ParamInit::small_normal, d->module == "inplace.target_generator") << p.name;
+      if (d->role == "norm_bias") EXPECT_EQ(p.spec.init, nn::ParamInit::bias) << p.name;
+      if (d->role == "linear" && d->module != "inplace.target_generator")
+        EXPECT_EQ(p.spec.init, nn::ParamInit::linear) << p.name;
+      ++checked;
+    }
+    EXPECT_GT(checked, 20);
+  }
+}
+
 TEST(MoshiSchema, ConsumedParametersGetGradientsUnusedOnesNone) {
   for (const LMConfig& c : {LMConfig::tiny(), tiny_hybrid()}) {
     LMModel m(c);
