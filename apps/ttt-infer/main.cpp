@@ -17,7 +17,6 @@ int main(int argc, char** argv) {
   mtt::infer::ScoreOptions so;
   bool score = false, json_out = false;
   std::string channels = "moshi,user";
-  std::string hf_repo;
   std::optional<double> alpha, multiplier;
   std::vector<std::string> per_layer;
   app.add_option("input", o.input,
@@ -53,7 +52,7 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint", o.checkpoint,
                  "Moshi-TTT weights: a safetensors file, a sharded index, a model folder (moshi's config.json) or a "
                  "moshi-finetune run dir of either fork (its config.json, args.yaml and adapters are read)");
-  app.add_option("--hf-repo", hf_repo, "local model folder: config.json (moshi_name, mimi_name, tokenizer_name) or "
+  app.add_option("--hf-repo", o.hf_repo, "local model folder: config.json (moshi_name, mimi_name, tokenizer_name) or "
                                        "model.safetensors + the released Mimi and tokenizer files");
   app.add_option("--moshi-weight", o.moshi_weight,
                  "base Moshi weights under an adapter-only run (default: its args.yaml moshi_paths.moshi_path); "
@@ -98,9 +97,6 @@ int main(int argc, char** argv) {
     o.gates.alpha = alpha;
     o.gates.multiplier = multiplier;
     for (const auto& s : per_layer) mtt::infer::add_layer_alpha(o.gates, s);
-    if (o.checkpoint.empty() && !o.moshi_weight.empty()) std::swap(o.checkpoint, o.moshi_weight);
-    if (!hf_repo.empty() && o.checkpoint.empty()) o.checkpoint = hf_repo;
-    o.hf_repo = hf_repo;
     if (!score && (so.streaming || json_out))
       throw mtt::Error("", so.streaming ? "--streaming" : "--json", "only with --score", mtt::ErrorKind::Usage);
     if (score) {

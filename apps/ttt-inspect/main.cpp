@@ -2,11 +2,12 @@
 // Flags in, library call (audit::run_audit), print. Exit: 0 clean, 1 findings, 2 unreadable
 // input, 64 usage, 70 internal (docs/conventions.md).
 #include <CLI/CLI.hpp>
-#include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <iostream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "audit/audit.h"
 #include "audit/render.h"
@@ -36,7 +37,9 @@ void declare(CLI::App& app, Options& o) {
   app.add_option("--layers", o.layers, "report these transformer layers only: \"29,30,31\", all, middle, none");
   app.add_flag("--json", o.json, "print the report as JSON (docs/inspect-json.md)");
   app.add_flag("--tiny", o.tiny, "create the tiny built-in Moshi-TTT checkpoint with the library's initialisers and audit it");
-  app.add_option("--variant", o.variant, "--tiny: TTT variant")->check(CLI::IsMember({"fork", "inplace", "inplace-zero", "none"}));
+  app.add_option("--variant", o.variant, "--tiny: TTT variant")
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(mtt::audit::kTinyVariants),
+                                                     std::end(mtt::audit::kTinyVariants))));
   app.add_option("--save", o.save, "--tiny: keep the created checkpoint at this path");
   app.add_option("--seed", o.seed, "--tiny: initialiser seed")->check(mtt::app::uint64_value());
   app.add_option("--dtype", o.dtype, "--tiny: stored dtype")->check(CLI::IsMember({"bf16", "f32"}));
@@ -48,44 +51,20 @@ int run(const Options& o) {
   ao.base = o.base;
   ao.layers = o.layers;
   ao.progress = o.progress;
-  std::string tmp;
+  std::optional<mtt::audit::TinyCheckpoint> tiny;  // a temporary one is removed at the end
   if (o.tiny) {
     if (!o.checkpoint.empty())
       throw mtt::Error("", "--tiny", "takes no checkpoint argument (use --save PATH to keep it)", mtt::ErrorKind::Usage);
-    namespace m = mtt::moshi;
-    m::InitOptions init;
+    mtt::moshi::InitOptions init;
     init.seed = o.seed;
     init.dtype = o.dtype == "f32" ? mtt::DType::F32 : mtt::DType::BF16;
-    m::TTTVariant v = o.variant == "none" ? m::TTTVariant::none
-                      : o.variant == "fork" ? m::TTTVariant::fork_hybrid
-                                            : m::TTTVariant::inplace;
-    std::string path = o.save;
-    if (path.empty()) {
-      char tmpl[] = "/tmp/ttt-inspect-tiny-XXXXXX.safetensors";
-      int fd = ::mkstemps(tmpl, 12);
-      if (fd < 0) throw mtt::Error("/tmp", "", "cannot create a temporary file", mtt::ErrorKind::Internal);
-      ::close(fd);
-      path = tmp = tmpl;
-    }
-    if (o.variant == "inplace-zero") {
-      auto c = m::SchemaConfig::tiny(m::TTTVariant::inplace);
-      c.ttt.inplace_init = m::InplaceInit::zero;
-      m::write_initial_checkpoint(path, m::declare_parameters(c), init, {{"mtt.created_by", "ttt-inspect --tiny"}});
-    } else {
-      mtt::audit::write_tiny_checkpoint(path, v, init);
-    }
-    ao.checkpoint = path;
+    tiny.emplace(o.variant, init, o.save);
+    ao.checkpoint = tiny->path();
   } else {
     if (o.checkpoint.empty())
       throw mtt::Error("", "checkpoint", "a checkpoint path is required (or --tiny)", mtt::ErrorKind::Usage);
     ao.checkpoint = o.checkpoint;
   }
-  struct Cleanup {
-    std::string p;
-    ~Cleanup() {
-      if (!p.empty()) std::remove(p.c_str());
-    }
-  } cleanup{tmp};
   const auto report = mtt::audit::run_audit(ao);
   if (o.json)
     std::cout << mtt::audit::to_json(report).dump(2) << "\n";

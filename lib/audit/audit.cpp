@@ -1,6 +1,10 @@
 #include "audit/audit.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include "audit/findings.h"
@@ -203,6 +207,40 @@ Report run_audit(const AuditOptions& opt) {
 void write_tiny_checkpoint(const std::string& path, moshi::TTTVariant variant, const moshi::InitOptions& init) {
   const auto schema = moshi::declare_parameters(moshi::SchemaConfig::tiny(variant));
   moshi::write_initial_checkpoint(path, schema, init, {{"mtt.created_by", "ttt-inspect --tiny"}});
+}
+
+TinyCheckpoint::TinyCheckpoint(const std::string& variant, const moshi::InitOptions& init, const std::string& save) {
+  moshi::TTTVariant v;
+  if (variant == "none") v = moshi::TTTVariant::none;
+  else if (variant == "fork") v = moshi::TTTVariant::fork_hybrid;
+  else if (variant == "inplace" || variant == "inplace-zero") v = moshi::TTTVariant::inplace;
+  else throw Error("", "--variant", "expected fork, inplace, inplace-zero or none, got '" + variant + "'", ErrorKind::Usage);
+  path_ = save;
+  if (path_.empty()) {
+    char tmpl[] = "/tmp/ttt-inspect-tiny-XXXXXX.safetensors";
+    const int fd = ::mkstemps(tmpl, 12);
+    if (fd < 0) throw Error("/tmp", "", "cannot create a temporary file", ErrorKind::Internal);
+    ::close(fd);
+    path_ = tmpl;
+    temporary_ = true;
+  }
+  try {
+    if (variant == "inplace-zero") {
+      auto c = moshi::SchemaConfig::tiny(v);
+      c.ttt.inplace_init = moshi::InplaceInit::zero;
+      moshi::write_initial_checkpoint(path_, moshi::declare_parameters(c), init,
+                                      {{"mtt.created_by", "ttt-inspect --tiny"}});
+    } else {
+      write_tiny_checkpoint(path_, v, init);
+    }
+  } catch (...) {
+    if (temporary_) std::remove(path_.c_str());
+    throw;
+  }
+}
+
+TinyCheckpoint::~TinyCheckpoint() {
+  if (temporary_) std::remove(path_.c_str());
 }
 
 }  // namespace mtt::audit

@@ -26,4 +26,23 @@ Report run_audit(const AuditOptions& options);
 void write_tiny_checkpoint(const std::string& path, moshi::TTTVariant variant = moshi::TTTVariant::fork_hybrid,
                            const moshi::InitOptions& init = {});
 
+// The variants `ttt-inspect --tiny --variant` names: "fork", "inplace", "none", and
+// "inplace-zero" (In-Place with a zero target generator: the dead gradient path of seed 003).
+inline constexpr const char* kTinyVariants[] = {"fork", "inplace", "inplace-zero", "none"};
+
+// `ttt-inspect --tiny`: the tiny checkpoint of `variant` (kTinyVariants, else Error(Usage) naming
+// --variant) at `save`, or without `save` at a temporary path removed with this object.
+class TinyCheckpoint {
+ public:
+  TinyCheckpoint(const std::string& variant, const moshi::InitOptions& init, const std::string& save = "");
+  ~TinyCheckpoint();
+  TinyCheckpoint(const TinyCheckpoint&) = delete;
+  TinyCheckpoint& operator=(const TinyCheckpoint&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool temporary_ = false;
+};
+
 }  // namespace mtt::audit

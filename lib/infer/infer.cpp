@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 
 #include "core/atomic_file.h"
 #include "core/output_set.h"
@@ -119,7 +120,14 @@ void check_infer_options(const InferOptions& opt) {
   }
 }
 
-ModelOptions model_options_of(const InferOptions& opt) {
+InferOptions with_weight_sources(InferOptions opt) {
+  if (opt.checkpoint.empty() && !opt.moshi_weight.empty()) std::swap(opt.checkpoint, opt.moshi_weight);
+  if (opt.checkpoint.empty() && !opt.hf_repo.empty()) opt.checkpoint = opt.hf_repo;
+  return opt;
+}
+
+ModelOptions model_options_of(const InferOptions& opt_in) {
+  const InferOptions opt = with_weight_sources(opt_in);
   check_infer_options(opt);
   ModelOptions mo;
   mo.random_preset = opt.tiny ? "tiny" : opt.random_preset;
@@ -203,7 +211,8 @@ std::vector<GateStats> apply_gate_overrides(moshi::LMModel& lm, const GateOverri
   return stats;
 }
 
-InferResult run_inference(const InferOptions& opt, std::ostream& log) {
+InferResult run_inference(const InferOptions& opt_in, std::ostream& log) {
+  const InferOptions opt = with_weight_sources(opt_in);
   check_infer_options(opt);
   c10::NoGradGuard no_grad;
   // The input first: a bad file fails before any model is built.

@@ -59,6 +59,11 @@ struct InferOptions {
   bool allow_nonfinite = false;
 };
 
+// Where the weights come from, as moshi's CLI reads the flags: `moshi_weight` without `checkpoint`
+// names the weights themselves, `hf_repo` without either is the folder that holds them.
+// run_inference, run_score and model_options_of apply it first (it is idempotent).
+InferOptions with_weight_sources(InferOptions opt);
+
 // The options' ranges and combinations (threads, temperatures, top-k, gate overrides, TTT layers of
 // a random model): mtt::Error(Usage) naming the flag. run_inference calls it first.
 void check_infer_options(const InferOptions& opt);

@@ -216,7 +216,8 @@ json ScoreResult::to_json() const {
           {"overrides", overrides_applied}};
 }
 
-ScoreResult run_score(const InferOptions& mopt, const ScoreOptions& opt, std::ostream& log) {
+ScoreResult run_score(const InferOptions& model_opt, const ScoreOptions& opt, std::ostream& log) {
+  const InferOptions mopt = with_weight_sources(model_opt);
   c10::NoGradGuard no_grad;
   if (mopt.output.empty()) throw Error("", "OUTPUT", "an output .safetensors path is required", ErrorKind::Usage);
   if (std::filesystem::path(mopt.output).extension() != ".safetensors")
