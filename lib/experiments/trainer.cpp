@@ -259,6 +259,11 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
   const int device_index =
       !trainable.empty() && trainable.front().second.is_cuda() ? trainable.front().second.get_device() : -1;
 
+  // Every RNG from the config's seed first, as moshi-finetune's train.py (set_random_seed(args.seed)):
+  // two runs of one config give the same metrics, and a resume that finds no checkpoint yet starts
+  // where the interrupted run started. A resume from a checkpoint then restores its RNG state.
+  at::manual_seed(cfg.seed);
+
   RunState rs;
   int start = 0;
   std::unique_ptr<MetricsLogger> train_log, eval_log;
