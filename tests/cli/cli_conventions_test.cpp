@@ -1,0 +1,85 @@
+// CLI conventions every app follows (issue 14): --help shows each option's default.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mtt::test::app_path;
+using mtt::test::fixtures_dir;
+using mtt::test::run_command;
+using mtt::test::TempDir;
+
+// The help line of `flag` (CLI11 prints "  --dtype TEXT:{f32,bf16}=f32  LM compute dtype").
+std::string help_line(const std::string& help, const std::string& flag) {
+  std::istringstream in(help);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto b = line.find_first_not_of(' ');
+    if (b == std::string::npos) continue;
+    const std::string rest = line.substr(b);
+    // "--dtype TEXT" or "-o,--output TEXT": the flag as a whole name.
+    for (std::size_t at = rest.find(flag); at != std::string::npos && at < rest.find(' '); at = rest.find(flag, at + 1)) {
+      const char after = at + flag.size() < rest.size() ? rest[at + flag.size()] : ' ';
+      const bool starts = at == 0 || rest[at - 1] == ',';
+      if (starts && (after == ' ' || after == ',')) return rest;
+    }
+  }
+  return "";
+}
+
+TEST(CliConventions, HelpShowsEachOptionsDefault) {
+  struct Case {
+    std::string command;
+    std::vector<std::pair<std::string, std::string>> defaults;  // flag, default shown
+  } cases[] = {
+      {"ttt-inspect", {{"--variant", "fork"}, {"--dtype", "bf16"}, {"--seed", "0"}}},
+      {"ttt-infer",
+       {{"--dtype", "f32"}, {"--seed", "4242"}, {"--threads", "0"}, {"--fork-numerics", "auto"}, {"--device", "cpu"},
+        {"--channels", "moshi,user"}}},
+      {"ttt-sweep run", {{"--jobs", "1"}, {"--device", "cpu"}}},
+      {"ttt-sweep train", {{"--device", "cpu"}}},
+      {"ttt-sweep data speech", {{"--n", ""}, {"--seed", ""}}},
+      {"ttt-plot inner-loop", {{"--output", "inner_loop.png"}}},
+      {"ttt-plot gating", {{"--output", "gating.png"}, {"--value", "both"}}},
+      {"ttt-plot sweep", {{"--output", "sweep.png"}}},
+      {"ttt-plot metrics", {{"--output", "metrics.png"}}},
+      {"ttt-plot loss-by-position", {{"--out", "loss_by_position.png"}, {"--smooth", ""}}},
+      {"ttt-golden", {{"--dtype", "f32"}, {"--against", "f64"}, {"--tol-out", "README"}, {"--tol-grad", "README"}}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.command);
+    const std::string app = c.command.substr(0, c.command.find(' '));
+    const std::string sub = c.command.size() > app.size() ? c.command.substr(app.size()) : "";
+    const auto r = run_command(app_path(app).string() + sub + " --help");
+    ASSERT_EQ(r.status, 0) << r.err;
+    for (const auto& [flag, value] : c.defaults) {
+      const std::string line = help_line(r.out, flag);
+      ASSERT_FALSE(line.empty()) << flag << " not in\n" << r.out;
+      // "" : some default is shown, whatever it is (counts and seeds that may change).
+      // The default closes the option's own column ("--temp FLOAT:a finite number >= 0=checkpoint"),
+      // before the two spaces that start its description.
+      const std::string spec = line.substr(0, line.find("  "));
+      const auto eq = spec.rfind('=');
+      ASSERT_NE(eq, std::string::npos) << "no default shown: " << line;
+      const std::string shown = spec.substr(eq + 1, spec.find(' ', eq) - eq - 1);  // before " Excludes: ..."
+      EXPECT_FALSE(shown.empty()) << line;
+      if (!value.empty()) {
+        EXPECT_EQ(shown, value) << line;
+      }
+    }
+  }
+}
+
+}  // namespace
