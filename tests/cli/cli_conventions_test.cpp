@@ -1,4 +1,5 @@
-// CLI conventions every app follows (issue 14): --help shows each option's default.
+// CLI conventions every app follows (issue 14): --help shows each option's default, --json where
+// an app has a result to print, the sweep's oversubscription guard.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -48,7 +49,7 @@ TEST(CliConventions, HelpShowsEachOptionsDefault) {
       {"ttt-infer",
        {{"--dtype", "f32"}, {"--seed", "4242"}, {"--threads", "0"}, {"--fork-numerics", "auto"}, {"--device", "cpu"},
         {"--channels", "moshi,user"}}},
-      {"ttt-sweep run", {{"--jobs", "1"}, {"--device", "cpu"}}},
+      {"ttt-sweep run", {{"--jobs", "1"}, {"--threads", "0"}, {"--device", "cpu"}}},
       {"ttt-sweep train", {{"--device", "cpu"}}},
       {"ttt-sweep data speech", {{"--n", ""}, {"--seed", ""}}},
       {"ttt-plot inner-loop", {{"--output", "inner_loop.png"}}},
@@ -80,6 +81,57 @@ TEST(CliConventions, HelpShowsEachOptionsDefault) {
       }
     }
   }
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(std::thread::hardware_concurrency());
+}
+
+TEST(CliConventions, SweepJobsTimesThreadsFitTheCores) {
+  TempDir d;
+  const std::string spec = (mtt::test::source_dir() / "tests/fixtures/sweep/resume.yaml").string();
+  const std::string exe = app_path("ttt-sweep").string() + " run " + spec + " --no-progress --jobs 2 --out ";
+  // Without --threads: each job's LibTorch threads are planned so that jobs x threads <= cores.
+  const auto a = run_command(exe + (d / "a").string());
+  ASSERT_EQ(a.status, 0) << a.err;
+  EXPECT_EQ(a.err.find("warning"), std::string::npos) << a.err;
+  int seen = 0;
+  for (const auto& e : fs::directory_iterator(d / "a" / "runs")) {
+    const auto j = nlohmann::json::parse(slurp(e.path() / "result.json"));
+    EXPECT_EQ(j.at("jobs").get<int>() * j.at("threads").get<int>() <= std::max(cores(), j.at("jobs").get<int>()), true) << j.dump();
+    EXPECT_GE(j.at("threads").get<int>(), 1);
+    ++seen;
+  }
+  EXPECT_GT(seen, 0);
+  // A --threads that oversubscribes is kept, and said so in one warning line.
+  const int many = cores() + 1;
+  const auto b = run_command(exe + (d / "b").string() + " --threads " + std::to_string(many));
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(b.err.find("ttt-sweep: warning: --jobs 2 x --threads " + std::to_string(many) + " = " +
+                       std::to_string(2 * many) + " threads on " + std::to_string(cores()) + " cores"),
+            std::string::npos)
+      << b.err;
+  for (const auto& e : fs::directory_iterator(d / "b" / "runs"))
+    EXPECT_EQ(nlohmann::json::parse(slurp(e.path() / "result.json")).at("threads").get<int>(), many);
+}
+
+TEST(CliConventions, SweepListJson) {
+  const auto r = run_command(app_path("ttt-sweep").string() + " list --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.is_array());
+  bool gating = false;
+  for (const auto& k : j) gating = gating || k.at("name") == "gating";
+  EXPECT_TRUE(gating) << r.out;
 }
 
 }  // namespace
