@@ -124,6 +124,37 @@ TEST(CliConventions, SweepJobsTimesThreadsFitTheCores) {
     EXPECT_EQ(nlohmann::json::parse(slurp(e.path() / "result.json")).at("threads").get<int>(), many);
 }
 
+TEST(CliConventions, PlotJsonListsWhatItDrewWithTheSeriesData) {
+  TempDir d;
+  const fs::path run = fixtures_dir() / "plot" / "run";
+  const auto r = run_command(app_path("ttt-plot").string() + " metrics " + run.string() + " --y loss -o " +
+                             (d / "m.svg").string() + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("output"), (d / "m.svg").string());
+  EXPECT_EQ(j.at("format"), "svg");
+  EXPECT_TRUE(fs::exists(d / "m.svg"));
+  ASSERT_EQ(j.at("panels").size(), 1u);
+  const auto& p = j.at("panels")[0];
+  // The train loss series holds every logged step and its loss, as the jsonl has them.
+  std::vector<double> steps, losses;
+  std::istringstream in(slurp(run / "metrics.train.jsonl"));
+  for (std::string l; std::getline(in, l);) {
+    if (l.empty()) continue;
+    const auto rec = nlohmann::json::parse(l);
+    steps.push_back(rec.at("step").get<double>());
+    losses.push_back(rec.at("loss").get<double>());
+  }
+  bool found = false;
+  for (const auto& s : p.at("series")) {
+    if (s.at("x").get<std::vector<double>>() != steps) continue;
+    EXPECT_EQ(s.at("y").get<std::vector<double>>(), losses);
+    found = true;
+  }
+  EXPECT_TRUE(found) << p.dump().substr(0, 2000);
+  EXPECT_FALSE(p.at("xlabel").get<std::string>().empty());
+}
+
 TEST(CliConventions, SweepListJson) {
   const auto r = run_command(app_path("ttt-sweep").string() + " list --json");
   ASSERT_EQ(r.status, 0) << r.err;
