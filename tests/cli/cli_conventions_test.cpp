@@ -48,7 +48,7 @@ TEST(CliConventions, HelpShowsEachOptionsDefault) {
       {"ttt-inspect", {{"--variant", "fork"}, {"--dtype", "bf16"}, {"--seed", "0"}}},
       {"ttt-infer",
        {{"--dtype", "f32"}, {"--seed", "4242"}, {"--threads", "0"}, {"--fork-numerics", "auto"}, {"--device", "cpu"},
-        {"--channels", "moshi,user"}}},
+        {"--batch-size", "1"}, {"--channels", "moshi,user"}, {"--temp", "checkpoint"}, {"--top-k-text", "checkpoint"}}},
       {"ttt-sweep run", {{"--jobs", "1"}, {"--threads", "0"}, {"--device", "cpu"}}},
       {"ttt-sweep train", {{"--device", "cpu"}}},
       {"ttt-sweep data speech", {{"--n", ""}, {"--seed", ""}}},
