@@ -125,6 +125,9 @@ int main(int argc, char** argv) {
     if (!hf_repo.empty() && o.checkpoint.empty()) o.checkpoint = hf_repo;
     o.hf_repo = hf_repo;
     if (!score && so.streaming) throw mtt::Error("", "--streaming", "only with --score", mtt::ErrorKind::Usage);
+    // Scoring reads the rows of its input; a batch of copies would be silently ignored.
+    if (score && o.batch_size != 1)
+      throw mtt::Error("", "--batch-size", "not with --score (it scores the rows of its input)", mtt::ErrorKind::Usage);
     if (score) {
       so.channels = channels == "moshi,user" ? mtt::infer::StereoLayout::moshi_user : mtt::infer::StereoLayout::user_moshi;
       auto r = mtt::infer::run_score(o, so, std::cerr);

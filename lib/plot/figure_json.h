@@ -5,7 +5,7 @@
 //   {"output": "gating.png", "format": "png", "title": ..., "panels": [{"title", "xlabel", "ylabel",
 //    "logx", "logy", ["note"], ["categories"], ["ylim"], "series": [{"label", "x", "y", ["lo", "hi"],
 //    "line", "markers"}]}]}
-// With "categories" (bar panels), series.y[i] belongs to categories[i] and x holds the positions.
+// With "categories" (bar panels), series.y[i] belongs to categories[i] and x is empty.
 #include <nlohmann/json.hpp>
 #include <string>
 
