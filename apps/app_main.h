@@ -54,12 +54,25 @@ inline std::string filesystem_reason(const std::filesystem::filesystem_error& e)
   return w;
 }
 
+// --help shows every option's default (issue 14): the value each variable holds before parsing,
+// for the app and all its subcommands. An option that states its default itself (default_str:
+// "README", "the run's args.yaml") keeps that text.
+inline void show_defaults(CLI::App& cli) {
+  for (CLI::Option* opt : cli.get_options([](CLI::Option*) { return true; })) {
+    if (!opt->nonpositional() || !opt->get_default_str().empty()) continue;
+    opt->capture_default_str();
+    if (opt->get_default_str() == "[]") opt->default_str("");  // an empty list: nothing to show
+  }
+  for (CLI::App* sub : cli.get_subcommands([](CLI::App*) { return true; })) show_defaults(*sub);
+}
+
 inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std::function<int()>& body,
                const std::function<void(const Error&)>& on_error = {}) {
   // An output over RLIMIT_FSIZE is a write error (EFBIG) to report, not a core dump; SIGPIPE on
   // stdout stays as it is (`| head` ends the app quietly, as for any Unix tool).
   std::signal(SIGXFSZ, SIG_IGN);
   cli.set_version_flag("--version", version_line(name), "print the version and the git commit of this build, then exit");
+  show_defaults(cli);
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,6 +14,7 @@
 #include "app_main.h"
 #include "flags.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "golden/golden_runner.h"
 
 namespace {
@@ -24,6 +25,7 @@ struct GoldenOptions {
   std::string against = "f64";
   bool json = false;
   bool verbose = false;
+  bool progress = false;
   double tol_out = -1, tol_grad = -1;
 };
 
@@ -36,10 +38,13 @@ void declare(CLI::App& app, GoldenOptions& o) {
       ->check(CLI::IsMember({"f32", "f64", "both"}));
   app.add_flag("--json", o.json, "a JSON array, one object per case and run: case, family, per-tensor errors, tolerance, pass");
   app.add_flag("-v,--verbose", o.verbose, "table: every tensor, not only the failing ones");
+  app.add_flag("--progress", o.progress, "progress line on stderr (runs done, rate, ETA)");
   app.add_option("--tol-out", o.tol_out, "relative tolerance for outputs (default: README, by dtype and fidelity class)")
-      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true));
+      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true))
+      ->default_str("README");
   app.add_option("--tol-grad", o.tol_grad, "relative tolerance for gradients (default: README)")
-      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true));
+      ->check(mtt::app::number_range(0, std::numeric_limits<double>::max(), /*open_lo=*/true))
+      ->default_str("README");
 }
 
 void print_row(const mtt::golden::Report& r, bool verbose) {
@@ -83,6 +88,7 @@ int run(const GoldenOptions& o) {
   }
 
   bool any_fail = false, any_error = false, first = true;
+  mtt::Progress bar("ttt-golden", cases.size() * dtypes.size() * refs.size(), o.progress, "run");
   if (o.json) std::cout << "[\n";
   for (const auto& c : cases) {
     for (at::ScalarType dt : dtypes) {
@@ -112,9 +118,11 @@ int run(const GoldenOptions& o) {
           print_row(r, o.verbose);
         }
         first = false;
+        bar.advance();
       }
     }
   }
+  bar.finish();
   if (o.json) std::cout << "\n]\n";
   if (any_error) return mtt::kExitInput;
   return any_fail ? mtt::kExitFindings : mtt::kExitOk;

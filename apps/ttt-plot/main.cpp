@@ -15,6 +15,7 @@
 #include "app_main.h"
 #include "flags.h"
 #include "core/error.h"
+#include "plot/figure_json.h"
 #include "plot/figures.h"
 #include "plot/inputs.h"
 #include "plot/loss_by_position.h"
@@ -26,6 +27,7 @@ namespace pl = mtt::plot;
 
 struct Common {
   std::string out, title, style;
+  bool json = false;
 };
 
 void declare_common(CLI::App& app, Common& c, const std::string& default_out) {
@@ -34,6 +36,9 @@ void declare_common(CLI::App& app, Common& c, const std::string& default_out) {
       ->capture_default_str();
   app.add_option("--title", c.title, "figure title (default: names the input)");
   app.add_option("--style", c.style, "JSON style overrides (docs/formats.md, \"Plot style\")");
+  app.add_flag("--json", c.json,
+               "also print what was drawn as JSON on stdout: panels, axes and every series' points (to restyle it "
+               "elsewhere, e.g. matplotlib)");
 }
 
 pl::Style style_of(const Common& c) { return c.style.empty() ? pl::default_style() : pl::load_style(c.style); }
@@ -41,6 +46,10 @@ pl::Style style_of(const Common& c) { return c.style.empty() ? pl::default_style
 int write(const pl::Figure& f, const Common& c) {
   const pl::Style st = style_of(c);
   pl::render(f, c.out, st);
+  if (c.json) {
+    std::printf("%s\n", pl::figure_json(f, c.out).dump(2).c_str());
+    return mtt::kExitOk;
+  }
   std::size_t series = 0;
   for (const auto& p : f.panels) series += p.series.size();
   std::printf("wrote %s (%s, %zu panel%s, %zu series)\n", c.out.c_str(), pl::format_name(pl::format_from_path(c.out)),

@@ -23,6 +23,7 @@ struct RunOptions {
   std::string spec;
   std::string out;
   int jobs = 1;
+  int threads = 0;
   bool resume = false, force = false, reduced = false, json = false, no_progress = false;
   std::optional<int64_t> index;
   std::string device = "cpu";
@@ -34,6 +35,10 @@ void declare_run(CLI::App& app, RunOptions& o) {
   app.add_option("spec", o.spec, "experiment spec (YAML), e.g. experiments/gating.yaml")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output directory (default: runs/<spec name>)");
   app.add_option("--jobs", o.jobs, "grid points run in parallel")->check(mtt::app::int_range(1, 256));
+  app.add_option("--threads", o.threads,
+                 "LibTorch threads of each job (0: cores / jobs, so that jobs x threads <= cores; OMP_NUM_THREADS "
+                 "caps it)")
+      ->check(mtt::app::int_range(0, 256));
   auto* resume = app.add_flag("--resume", o.resume, "continue a sweep in --out: finished points are kept, unfinished ones rerun");
   app.add_flag("--force", o.force, "discard the results already in --out")->excludes(resume);
   app.add_flag("--reduced", o.reduced, "the spec's CI-sized grid");
@@ -95,6 +100,9 @@ int run(RunOptions& o, const std::string& self) {
   so.reduced = o.reduced;
   so.progress = !o.no_progress;
   so.device = o.device;
+  const ex::ThreadPlan plan = ex::plan_threads(o.jobs, o.threads, ex::available_cores());
+  if (!plan.warning.empty()) std::cerr << "ttt-sweep: warning: " << plan.warning << "\n";
+  so.threads = plan.threads;
   if (o.index) so.only_index = static_cast<std::size_t>(*o.index);
   ex::SweepResult r = ex::run_sweep(spec, so);
   if (so.only_index) {
@@ -182,8 +190,9 @@ int main(int argc, char** argv) {
   auto* run_cmd = app.add_subcommand("run", "run a spec's grid (or write its Slurm script)");
   declare_run(*run_cmd, run_opts);
   auto* list_cmd = app.add_subcommand("list", "list the built-in experiment kinds");
-  bool list_keys = false;
+  bool list_keys = false, list_json = false;
   list_cmd->add_flag("--keys", list_keys, "also the config keys each kind reads (base: and grid axes)");
+  list_cmd->add_flag("--json", list_json, "print JSON: name, description and config keys of each kind");
   std::string sum_dir;
   bool sum_json = false;
   auto* sum_cmd = app.add_subcommand("summarize", "rebuild summary and verdict from a sweep's run dirs");
@@ -201,6 +210,13 @@ int main(int argc, char** argv) {
   return mtt::app::run(app, argc, argv, "ttt-sweep", [&] {
     if (*run_cmd) return run(run_opts, argv[0]);
     if (*list_cmd) {
+      if (list_json) {
+        nlohmann::json kinds = nlohmann::json::array();
+        for (const auto& k : ex::builtin_experiments())
+          kinds.push_back({{"name", k.name}, {"description", k.description}, {"keys", k.config.keys()}});
+        std::cout << kinds.dump(2) << "\n";
+        return 0;
+      }
       for (const auto& k : ex::builtin_experiments()) {
         std::printf("%-16s %s\n", k.name.c_str(), k.description.c_str());
         if (!list_keys) continue;

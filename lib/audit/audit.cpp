@@ -109,7 +109,7 @@ Report run_audit(const AuditOptions& opt) {
   StatsMap stats;
   CompareMap cmp;
   uint64_t not_in_base = 0;
-  Progress prog("ttt-inspect", ck.total_bytes(), opt.progress);
+  Progress prog("ttt-inspect", ck.total_bytes(), opt.progress, "B");
   uint64_t before = 0;
   for (const auto& file : ck.files()) {
     std::vector<StatsJob> jobs;

@@ -1,6 +1,8 @@
 #include "experiments/sweep.h"
 
+#include <ATen/Parallel.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -31,6 +33,30 @@ namespace mtt::experiments {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+ThreadPlan plan_threads(int jobs, int requested, int cores) {
+  ThreadPlan p;
+  p.jobs = std::max(1, jobs);
+  p.cores = std::max(1, cores);
+  if (requested > 0) {
+    p.threads = requested;
+    if (static_cast<int64_t>(p.jobs) * requested > p.cores)
+      p.warning = "--jobs " + std::to_string(p.jobs) + " x --threads " + std::to_string(requested) + " = " +
+                  std::to_string(static_cast<int64_t>(p.jobs) * requested) + " threads on " + std::to_string(p.cores) +
+                  " cores: the jobs will slow each other down (without --threads each job gets " +
+                  std::to_string(std::max(1, p.cores / p.jobs)) + ")";
+    return p;
+  }
+  p.threads = std::max(1, std::min(p.cores / p.jobs, at::get_num_threads()));
+  return p;
+}
+
+int available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
 
 namespace {
 
@@ -309,11 +335,17 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
       todo.push_back(p.index);
     }
   }
-  Progress overall(spec.name, todo.size(), opts.progress);
+  Progress overall(spec.name, todo.size(), opts.progress, "point");
+  const int jobs = std::max(1, std::min<int>(opts.jobs, static_cast<int>(std::max<std::size_t>(todo.size(), 1))));
+  // Planned for the jobs asked for (not fewer when few points are left): what the user sees stays
+  // one setting per --jobs.
+  const int threads = opts.threads > 0 ? opts.threads : plan_threads(opts.jobs, 0, available_cores()).threads;
   std::mutex mu;
   std::atomic<std::size_t> next{0};
   std::exception_ptr failure;
   auto worker = [&] {
+    // Per thread: OpenMP keeps the thread count of each thread apart.
+    at::set_num_threads(threads);
     while (true) {
       std::size_t k = next++;
       if (k >= todo.size()) return;
@@ -332,7 +364,8 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
         RunResult res = kind.run(ctx);
         write_file_atomic((dir / "result.json").string(),
                           json({{"id", p.id}, {"overrides", p.overrides}, {"metrics", res.metrics},
-                                {"evidence", res.evidence}, {"moshi_ttt", build_info()}, {"device", opts.device}})
+                                {"evidence", res.evidence}, {"moshi_ttt", build_info()}, {"device", opts.device},
+                                {"threads", at::get_num_threads()}, {"jobs", jobs}})
                               .dump(2));
         std::lock_guard<std::mutex> lock(mu);
         results[p.index] = std::move(res);
@@ -343,11 +376,10 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
       }
     }
   };
-  int jobs = std::max(1, std::min<int>(opts.jobs, static_cast<int>(std::max<std::size_t>(todo.size(), 1))));
-  std::vector<std::thread> threads;
-  for (int i = 1; i < jobs; ++i) threads.emplace_back(worker);
+  std::vector<std::thread> workers;
+  for (int i = 1; i < jobs; ++i) workers.emplace_back(worker);
   worker();
-  for (auto& t : threads) t.join();
+  for (auto& t : workers) t.join();
   overall.finish();
   if (failure) std::rethrow_exception(failure);
 

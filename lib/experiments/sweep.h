@@ -24,7 +24,20 @@ struct SweepOptions {
   std::optional<std::size_t> only_index;  // one point (Slurm array task); no summary
   bool progress = true;
   std::string device = "cpu";  // `--device`: cpu, cuda or cuda:N (kinds that train on a device)
+  // Intra-op (LibTorch) threads of each job; 0: plan_threads' choice, jobs x threads <= cores.
+  int threads = 0;
 };
+
+// How a sweep's jobs share the machine's cores (issue 14, oversubscription guard).
+struct ThreadPlan {
+  int jobs = 1, threads = 1, cores = 1;
+  std::string warning;  // "" unless the requested threads oversubscribe the cores
+};
+// requested 0: each job gets min(cores / jobs, LibTorch's default, which honours OMP_NUM_THREADS),
+// at least 1; a requested count is kept as given, with a warning when jobs x threads > cores.
+ThreadPlan plan_threads(int jobs, int requested_threads, int cores);
+// The cores this process may run on (its CPU affinity mask; cgroup CPU limits are not read).
+int available_cores();
 
 struct SweepResult {
   std::vector<PointOutcome> points;

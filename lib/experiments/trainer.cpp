@@ -259,6 +259,11 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
   const int device_index =
       !trainable.empty() && trainable.front().second.is_cuda() ? trainable.front().second.get_device() : -1;
 
+  // Every RNG from the config's seed first, as moshi-finetune's train.py (set_random_seed(args.seed)):
+  // two runs of one config give the same metrics, and a resume that finds no checkpoint yet starts
+  // where the interrupted run started. A resume from a checkpoint then restores its RNG state.
+  at::manual_seed(cfg.seed);
+
   RunState rs;
   int start = 0;
   std::unique_ptr<MetricsLogger> train_log, eval_log;
@@ -345,8 +350,8 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
     eval_log = std::make_unique<MetricsLogger>(run_dir, "eval");
   }
 
-  Progress bar("train", static_cast<uint64_t>(cfg.max_steps), progress);
-  bar.set(static_cast<uint64_t>(start));
+  Progress bar("train", static_cast<uint64_t>(cfg.max_steps), progress, "step");
+  bar.resume_at(static_cast<uint64_t>(start));
   for (int step = start; step < cfg.max_steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     for (auto& [n, p] : trainable) p.mutable_grad() = at::Tensor();
@@ -417,6 +422,11 @@ TrainResult train_micro(const NamedParams& params, const TrainConfig& cfg,
         rs.prev_alpha_raw = raw;
       }
       train_log->log(m, rec.step);
+    }
+    {
+      char note[48];
+      std::snprintf(note, sizeof note, "loss %.4f", rec.loss);
+      bar.note(note);
     }
     bar.advance();
     if (!run_dir.empty() && cfg.do_ckpt &&

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <utility>
 
@@ -50,15 +51,53 @@ GateStats stats_of(int layer, const char* name, ttt::SSMGating& g) {
 
 }  // namespace
 
+json InferResult::summary_json() const {
+  json j = to_json();
+  j.erase("audio_codes");
+  return j;
+}
+
 json InferResult::to_json() const {
   json g = json::array();
   for (const auto& s : gates)
     g.push_back({{"layer", s.layer}, {"gate", s.gate}, {"alpha_mean", s.alpha_mean}, {"alpha_min", s.alpha_min},
                  {"alpha_max", s.alpha_max}, {"alpha_std", s.alpha_std},
                  {"multiplier_mean_pct", s.multiplier_mean_pct}, {"overridden", s.overridden}});
-  return {{"gates", g},           {"overrides", overrides_applied}, {"text", text},
-          {"text_tokens", text_tokens}, {"frames", frames},          {"audio_seconds", audio_seconds},
-          {"wall_seconds", wall_seconds}, {"rtf", rtf},              {"audio_codes", audio_codes}};
+  json j = {{"gates", g},           {"overrides", overrides_applied}, {"text", text},
+            {"text_tokens", text_tokens}, {"frames", frames},          {"audio_seconds", audio_seconds},
+            {"wall_seconds", wall_seconds}, {"rtf", rtf},              {"audio_codes", audio_codes},
+            {"outputs", outputs_written}};
+  if (texts.size() > 1) {
+    j["texts"] = texts;
+    j["texts_tokens"] = texts_tokens;
+  }
+  if (!run.is_null()) j["run"] = run;
+  return j;
+}
+
+std::string batch_output_path(const std::string& output, int row, int batch_size) {
+  if (batch_size <= 1) return output;
+  const std::filesystem::path p(output);
+  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(row) + p.extension().string())).string();
+}
+
+moshi::SamplingOptions sampling_options_of(const InferOptions& opt, const moshi::LMConfig& config, json* source) {
+  if (opt.greedy) {
+    if (source) *source = "--greedy";
+    return moshi::SamplingOptions::greedy();
+  }
+  moshi::SamplingOptions so = moshi::SamplingOptions::from_config(config);
+  json from = json::object();
+  auto pick = [&](auto& value, const auto& flag, const char* key, const char* flag_name) {
+    if (flag) value = *flag;
+    from[key] = flag ? std::string(flag_name) : std::string("checkpoint");
+  };
+  pick(so.temp, opt.temp, "temp", "--temp");
+  pick(so.temp_text, opt.temp_text, "temp_text", "--temp-text");
+  pick(so.top_k, opt.top_k, "top_k", "--top-k");
+  pick(so.top_k_text, opt.top_k_text, "top_k_text", "--top-k-text");
+  if (source) *source = from;
+  return so;
 }
 
 void add_layer_alpha(GateOverride& g, const std::string& spec) {
@@ -86,11 +125,16 @@ void check_infer_options(const InferOptions& opt) {
   if (opt.threads < 0 || opt.threads > kMaxThreads)
     bad("--threads", "must be an integer in 0.." + std::to_string(kMaxThreads) + " (0: one per core), got " +
                          std::to_string(opt.threads));
-  finite_nonneg(opt.temp, "--temp");
-  finite_nonneg(opt.temp_text, "--temp-text");
-  if (opt.top_k < 0) bad("--top-k", "must be an integer >= 0 (0: no top-k), got " + std::to_string(opt.top_k));
-  if (opt.top_k_text < 0)
-    bad("--top-k-text", "must be an integer >= 0 (0: no top-k), got " + std::to_string(opt.top_k_text));
+  if (opt.temp) finite_nonneg(*opt.temp, "--temp");
+  if (opt.temp_text) finite_nonneg(*opt.temp_text, "--temp-text");
+  if (opt.top_k && *opt.top_k < 0)
+    bad("--top-k", "must be an integer >= 0 (0: no top-k), got " + std::to_string(*opt.top_k));
+  if (opt.top_k_text && *opt.top_k_text < 0)
+    bad("--top-k-text", "must be an integer >= 0 (0: no top-k), got " + std::to_string(*opt.top_k_text));
+  if (opt.greedy && (opt.temp || opt.temp_text || opt.top_k || opt.top_k_text))
+    bad("--greedy", "takes no sampling settings (--temp, --temp-text, --top-k, --top-k-text): they would be ignored");
+  if (opt.batch_size < 1 || opt.batch_size > kMaxBatch)
+    bad("--batch-size", "must be an integer in 1.." + std::to_string(kMaxBatch) + ", got " + std::to_string(opt.batch_size));
   if (opt.step && *opt.step < 0) bad("--step", "must be a checkpoint step >= 0");
   const GateOverride& g = opt.gates;
   if (g.alpha && !std::isfinite(*g.alpha)) bad("--force-gating-alpha", "must be a finite number");
@@ -219,9 +263,11 @@ InferResult run_inference(const InferOptions& opt_in, std::ostream& log) {
   std::vector<float> pcm = io::load_mono(opt.input);
   // Every output opened now (an unwritable one fails before the models are built) and put in
   // place together at the end: all of them or none (issue 15).
+  const int B = opt.batch_size;
   OutputSet outputs;
-  outputs.add(opt.output, "output");
-  if (!opt.stereo_output.empty()) outputs.add(opt.stereo_output, "--stereo-output");
+  for (int b = 0; b < B; ++b) outputs.add(batch_output_path(opt.output, b, B), "output");
+  if (!opt.stereo_output.empty())
+    for (int b = 0; b < B; ++b) outputs.add(batch_output_path(opt.stereo_output, b, B), "--stereo-output");
   if (!opt.stats_json.empty()) outputs.add(opt.stats_json, "--stats-json");
   // --- models ---
   ModelOptions mo = model_options_of(opt);
@@ -248,56 +294,92 @@ InferResult run_inference(const InferOptions& opt_in, std::ostream& log) {
   pcm.resize(static_cast<std::size_t>(n_frames * fs), 0.0f);
   at::Tensor audio = at::from_blob(pcm.data(), {1, 1, n_frames * fs}, at::kFloat).to(mo.device);
 
-  moshi::SamplingOptions so = opt.greedy ? moshi::SamplingOptions::greedy() : moshi::SamplingOptions{};
-  if (!opt.greedy) {
-    so.temp = opt.temp;
-    so.temp_text = opt.temp_text;
-    so.top_k = opt.top_k;
-    so.top_k_text = opt.top_k_text;
+  json sampling_source;
+  const moshi::SamplingOptions so = sampling_options_of(opt, lcfg, &sampling_source);
+  res.run = {{"model", models.label},
+             {"dtype", opt.dtype},
+             {"device", opt.device},
+             {"threads", at::get_num_threads()},
+             {"seed", opt.seed},
+             {"batch_size", B},
+             {"sampling",
+              {{"use_sampling", so.use_sampling}, {"temp", so.temp}, {"temp_text", so.temp_text}, {"top_k", so.top_k},
+               {"top_k_text", so.top_k_text}, {"from", sampling_source}}}};
+  {
+    char line[160];
+    std::snprintf(line, sizeof line, "sampling: %s", so.use_sampling ? "" : "greedy (argmax)");
+    std::string l = line;
+    if (so.use_sampling)
+      l += "temp " + std::to_string(so.temp) + ", temp_text " + std::to_string(so.temp_text) + ", top_k " +
+           std::to_string(so.top_k) + ", top_k_text " + std::to_string(so.top_k_text) +
+           " (unset flags: the checkpoint's lm_gen_config)";
+    log << l << "\n";
   }
   moshi::LMGen gen(lm, so, opt.seed);
-  gen.reset(1);
+  // moshi's run_inference: the same input in every row, each row sampled on its own.
+  gen.reset(B);
   mimi::MimiStreamer enc(*codec), dec(*codec);
   std::unique_ptr<io::TextTokenizer> tok;
   const std::string tok_path = !opt.tokenizer.empty() ? opt.tokenizer : models.tokenizer_path;
   if (!tok_path.empty()) tok = std::make_unique<io::TextTokenizer>(io::TextTokenizer::load(tok_path));
 
-  std::vector<float> out_pcm;
-  Progress bar("ttt-infer", static_cast<uint64_t>(n_frames), opt.progress);
+  std::vector<std::vector<float>> out_pcm(static_cast<std::size_t>(B));
+  res.texts.assign(static_cast<std::size_t>(B), "");
+  res.texts_tokens.assign(static_cast<std::size_t>(B), {});
+  // The tokenizer's streaming state is per row.
+  std::vector<std::unique_ptr<io::TextTokenizer>> toks;
+  for (int b = 0; b < B && tok; ++b)
+    toks.push_back(b == 0 ? std::move(tok) : std::make_unique<io::TextTokenizer>(io::TextTokenizer::load(tok_path)));
+  Progress bar("ttt-infer", static_cast<uint64_t>(n_frames), opt.progress, "frame");
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t f = 0; f < n_frames; ++f) {
+    // One encode: every row has the same input, and Mimi's encoding is deterministic.
     at::Tensor codes = enc.encode_step(audio.narrow(2, f * fs, fs));  // [1, K, 1]
-    at::Tensor tokens = gen.step(codes.narrow(1, 0, lcfg.n_q - lcfg.dep_q));
+    at::Tensor user = codes.narrow(1, 0, lcfg.n_q - lcfg.dep_q);
+    if (B > 1) user = user.expand({B, user.size(1), 1}).contiguous();
+    at::Tensor tokens = gen.step(user);
     bar.advance();
     if (!tokens.defined()) continue;  // priming the delays
     ++res.frames;
-    const int64_t text_id = tokens[0][0][0].item<int64_t>();
-    res.text_tokens.push_back(text_id);
-    if (tok) res.text += tok->stream_text(static_cast<int>(text_id));
-    at::Tensor audio_codes = tokens.narrow(1, 1, lcfg.dep_q);  // [1, dep_q, 1]
+    const at::Tensor host = tokens.to(at::kCPU).contiguous();  // [B, 1 + dep_q, 1]
+    for (int b = 0; b < B; ++b) {
+      const int64_t text_id = host[b][0][0].item<int64_t>();
+      res.texts_tokens[b].push_back(text_id);
+      if (!toks.empty()) res.texts[b] += toks[b]->stream_text(static_cast<int>(text_id));
+    }
     std::vector<int64_t> row;
-    for (int64_t k = 0; k < lcfg.dep_q; ++k) row.push_back(audio_codes[0][k][0].item<int64_t>());
+    for (int64_t k = 0; k < lcfg.dep_q; ++k) row.push_back(host[0][1 + k][0].item<int64_t>());
     res.audio_codes.push_back(row);
-    at::Tensor y = dec.decode_step(audio_codes.to(mo.device)).to(at::kCPU).contiguous();
-    const float* p = y.data_ptr<float>();
-    out_pcm.insert(out_pcm.end(), p, p + y.numel());
+    at::Tensor audio_codes = tokens.narrow(1, 1, lcfg.dep_q);  // [B, dep_q, 1]
+    at::Tensor y = dec.decode_step(audio_codes.to(mo.device)).to(at::kCPU).contiguous();  // [B, 1, fs]
+    for (int b = 0; b < B; ++b) {
+      const float* p = y[b].contiguous().data_ptr<float>();
+      out_pcm[b].insert(out_pcm[b].end(), p, p + y[b].numel());
+    }
   }
   bar.finish();
+  res.text = res.texts[0];
+  res.text_tokens = res.texts_tokens[0];
   res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.audio_seconds = static_cast<double>(n_frames * fs) / mcfg.sample_rate;
   res.rtf = res.wall_seconds / res.audio_seconds;
 
-  out_pcm.resize(pcm.size(), 0.0f);  // same length as the input (the first frames prime the delays)
   std::vector<std::string> bytes;
-  bytes.push_back(io::encode_wav(opt.output, out_pcm, 1, mcfg.sample_rate));
-  if (!opt.stereo_output.empty()) {
-    std::vector<float> st(2 * pcm.size());
-    for (std::size_t i = 0; i < pcm.size(); ++i) {
-      st[2 * i] = pcm[i];
-      st[2 * i + 1] = out_pcm[i];
-    }
-    bytes.push_back(io::encode_wav(opt.stereo_output, st, 2, mcfg.sample_rate));
+  for (int b = 0; b < B; ++b) {
+    out_pcm[b].resize(pcm.size(), 0.0f);  // same length as the input (the first frames prime the delays)
+    bytes.push_back(io::encode_wav(outputs[b].path(), out_pcm[b], 1, mcfg.sample_rate));
   }
+  if (!opt.stereo_output.empty()) {
+    for (int b = 0; b < B; ++b) {
+      std::vector<float> st(2 * pcm.size());
+      for (std::size_t i = 0; i < pcm.size(); ++i) {
+        st[2 * i] = pcm[i];
+        st[2 * i + 1] = out_pcm[b][i];
+      }
+      bytes.push_back(io::encode_wav(outputs[B + b].path(), st, 2, mcfg.sample_rate));
+    }
+  }
+  for (std::size_t i = 0; i < outputs.size(); ++i) res.outputs_written.push_back(outputs[i].path());
   if (!opt.stats_json.empty()) bytes.push_back(res.to_json().dump(2));
   // Files first, devices and FIFOs last: what goes to a FIFO cannot be taken back.
   for (bool special : {false, true})

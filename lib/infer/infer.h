@@ -13,6 +13,8 @@
 
 namespace mtt::moshi {
 class LMModel;
+struct LMConfig;
+struct SamplingOptions;
 }
 
 namespace mtt::infer {
@@ -29,6 +31,8 @@ void add_layer_alpha(GateOverride& g, const std::string& spec);
 
 // --threads above this is refused (one OpenMP thread each; 10^5 of them hang the start).
 inline constexpr int kMaxThreads = 256;
+// --batch-size above this is refused (each row holds its own KV caches and output in memory).
+inline constexpr int kMaxBatch = 1024;
 
 struct InferOptions {
   std::string input, output, stereo_output;
@@ -49,8 +53,14 @@ struct InferOptions {
   int threads = 0;                   // intra-op CPU threads (0: LibTorch's default, one per core)
   uint64_t seed = 4242;
   bool greedy = false;
-  double temp = 0.8, temp_text = 0.7;
-  int64_t top_k = 250, top_k_text = 25;
+  // Unset: the checkpoint's lm_gen_config (its config.json), else LMGen's defaults (0.8, 0.7, 250,
+  // 25), as moshi's run_inference passes checkpoint_info.lm_gen_config. A given flag replaces its
+  // own value only.
+  std::optional<double> temp, temp_text;
+  std::optional<int64_t> top_k, top_k_text;
+  // moshi's --batch-size: the input runs as this many rows sampled independently; with more than
+  // one, OUTPUT.wav becomes OUTPUT-0.wav ... OUTPUT-(N-1).wav (as run_inference names them).
+  int batch_size = 1;
   GateOverride gates;
   std::string stats_json;
   bool progress = true;
@@ -68,6 +78,14 @@ InferOptions with_weight_sources(InferOptions opt);
 // a random model): mtt::Error(Usage) naming the flag. run_inference calls it first.
 void check_infer_options(const InferOptions& opt);
 
+// moshi's --batch-size naming: `output` itself for one row, else "<stem>-<row><ext>" beside it.
+std::string batch_output_path(const std::string& output, int row, int batch_size);
+
+// The sampling generation uses: --greedy, else the checkpoint's lm_gen_config (config.json) with each
+// given flag replacing its value. `source` says where each value came from, for the run summary.
+moshi::SamplingOptions sampling_options_of(const InferOptions& opt, const moshi::LMConfig& config,
+                                           nlohmann::json* source = nullptr);
+
 struct GateStats {
   int layer = 0;
   std::string gate;  // forward_ssm_gating | backward_ssm_gating
@@ -79,12 +97,19 @@ struct GateStats {
 struct InferResult {
   std::vector<GateStats> gates;     // after overrides (what generation uses)
   std::vector<std::string> overrides_applied;  // "transformer.layers.3...gating_alpha := 0"
-  std::string text;
+  std::string text;                 // row 0 (the only row unless batch_size > 1)
   std::vector<int64_t> text_tokens;
   int64_t frames = 0;
   double audio_seconds = 0, wall_seconds = 0, rtf = 0;
-  std::vector<std::vector<int64_t>> audio_codes;  // [frame][codebook] of the model's stream
+  std::vector<std::vector<int64_t>> audio_codes;  // [frame][codebook] of the model's stream (row 0)
+  std::vector<std::string> texts;                 // every row's text (batch_size > 1)
+  std::vector<std::vector<int64_t>> texts_tokens; // every row's text tokens
+  // What ran: model label, dtype, device, threads, seed, sampling (and where each value came from).
+  nlohmann::json run;
+  std::vector<std::string> outputs_written;       // every file put in place, in order
   nlohmann::json to_json() const;
+  // The run summary `ttt-infer --json` prints: the above without the per-frame codes.
+  nlohmann::json summary_json() const;
 };
 
 InferResult run_inference(const InferOptions& opt, std::ostream& log);

@@ -95,7 +95,8 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
     so.fork_numerics = opt.fork_numerics;
     // --tiny with a plain file: the tiny model with the file's TTT layers (a base model file gives
     // the base model).
-    if (tiny) so.fallback_config = tiny_lm_config(mcfg, ttt_layers_of_checkpoint(opt.checkpoint));
+    if (tiny)
+      so.fallback_config = tiny_lm_config(mcfg, ttt_layers_of_checkpoint(moshi::resolve_local_model_path(opt.checkpoint)));
     source = moshi::resolve_model_source(opt.checkpoint, so);
     lcfg = source->config;
     m.notes = source->notes;

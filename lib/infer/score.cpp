@@ -258,7 +258,7 @@ ScoreResult run_score(const InferOptions& model_opt, const ScoreOptions& opt, st
   const auto t0 = std::chrono::steady_clock::now();
   moshi::LMOutput out;
   if (opt.streaming) {
-    Progress bar("ttt-infer --score", static_cast<uint64_t>(res.frames), mopt.progress);
+    Progress bar("ttt-infer --score", static_cast<uint64_t>(res.frames), mopt.progress, "frame");
     out = streamed_forward(lm, codes_dev, &bar);
     bar.finish();
   } else {

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <cctype>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "io/strict_json.h"
@@ -116,8 +118,62 @@ std::string ModelSource::describe() const {
   return s;
 }
 
-ModelSource resolve_model_source(const std::string& path, const ModelSourceOptions& opt) {
-  if (path.empty()) throw Error("", "checkpoint", "no checkpoint given", ErrorKind::Usage);
+bool is_hf_repo_id(const std::string& s) {
+  const auto slash = s.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == s.size() || s.find('/', slash + 1) != std::string::npos)
+    return false;
+  for (const std::string& part : {s.substr(0, slash), s.substr(slash + 1)}) {
+    if (part.front() == '.' || part.front() == '-' || part.find("..") != std::string::npos) return false;
+    for (char c : part)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+std::string hf_hub_cache_dir() {
+  auto env = [](const char* k) -> std::string {
+    const char* v = std::getenv(k);
+    return v && *v ? v : "";
+  };
+  if (auto v = env("HF_HUB_CACHE"); !v.empty()) return v;
+  if (auto v = env("HUGGINGFACE_HUB_CACHE"); !v.empty()) return v;
+  if (auto v = env("HF_HOME"); !v.empty()) return (fs::path(v) / "hub").string();
+  if (auto v = env("XDG_CACHE_HOME"); !v.empty()) return (fs::path(v) / "huggingface" / "hub").string();
+  return (fs::path(env("HOME").empty() ? "/" : env("HOME")) / ".cache" / "huggingface" / "hub").string();
+}
+
+std::string resolve_local_model_path(const std::string& p) {
+  std::error_code ec;
+  if (p.empty() || fs::exists(p, ec) || !is_hf_repo_id(p)) return p;
+  const std::string org = p.substr(0, p.find('/')), name = p.substr(p.find('/') + 1);
+  const fs::path repo = fs::path(hf_hub_cache_dir()) / ("models--" + org + "--" + name);
+  const fs::path ref = repo / "refs" / "main";
+  const std::string fetch = " (no such local path either; nothing is downloaded: fetch it with `huggingface-cli download " +
+                            p + "`, or set HF_HOME)";
+  if (!fs::is_directory(repo, ec)) throw Error(p, "", "not in the local Hugging Face cache: no " + repo.string() + fetch);
+  if (!fs::is_regular_file(ref, ec))
+    throw Error(p, "", "incomplete in the local Hugging Face cache: no " + ref.string() + fetch);
+  std::string commit = read_text(ref.string());
+  while (!commit.empty() && std::isspace(static_cast<unsigned char>(commit.back()))) commit.pop_back();
+  if (commit.empty() || commit.find_first_of("/\\") != std::string::npos || commit == "." || commit == "..")
+    throw Error(ref.string(), "", "expected a commit hash, got '" + commit + "'");
+  const fs::path snap = repo / "snapshots" / commit;
+  if (!fs::is_directory(snap, ec))
+    throw Error(p, "", "incomplete in the local Hugging Face cache: refs/main names " + commit + ", but " + snap.string() +
+                           " does not exist" + fetch);
+  return snap.string();
+}
+
+ModelSource resolve_model_source(const std::string& given, const ModelSourceOptions& given_opt) {
+  if (given.empty()) throw Error("", "checkpoint", "no checkpoint given", ErrorKind::Usage);
+  const std::string path = resolve_local_model_path(given);
+  ModelSourceOptions opt = given_opt;
+  opt.model_folder = resolve_local_model_path(opt.model_folder);
+  if (path != given) {
+    ModelSource src = resolve_model_source(path, opt);
+    src.notes.insert(src.notes.begin(), given + ": the local Hugging Face cache's snapshot " + path);
+    return src;
+  }
   if (!opt.model_folder.empty() && opt.model_folder != path) {
     ModelSourceOptions fo;
     fo.fallback_config = opt.fallback_config;

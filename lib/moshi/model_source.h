@@ -90,7 +90,23 @@ struct ModelSource {
   std::string describe() const;
 };
 
+// A Hugging Face repo id ("kyutai/moshiko-pytorch-bf16", "org/name"): one '/', letters, digits,
+// '-', '_', '.' on both sides.
+bool is_hf_repo_id(const std::string& s);
+
+// The local Hugging Face cache folder (huggingface_hub's rules: $HF_HUB_CACHE, else
+// $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+// ~/.cache/huggingface/hub).
+std::string hf_hub_cache_dir();
+
+// What a user names as a model: a path that exists is itself; a repo id that is no local path is
+// its snapshot in the local cache, <hub>/models--org--name/snapshots/<contents of refs/main>, read
+// without any network access. A repo id that is not in the cache is one mtt::Error (input)
+// naming the folder looked in. Anything else is returned as given (its opener reports it).
+std::string resolve_local_model_path(const std::string& path_or_repo_id);
+
 // Throws mtt::Error naming the file and key on anything missing, malformed or contradictory.
+// `path` and options.model_folder may be repo ids of the local Hugging Face cache.
 ModelSource resolve_model_source(const std::string& path, const ModelSourceOptions& options = {});
 
 // The run dir around a checkpoint path (the folder holding args.yaml), or "" when none.

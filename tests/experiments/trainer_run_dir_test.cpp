@@ -158,11 +158,11 @@ TEST(TrainerRunDir, ResumeAfterAStopAtAnyStepGivesTheUninterruptedRun) {
   const auto full_lines = lines(d / "full" / "metrics.train.jsonl");
 
   std::mt19937 rng(std::random_device{}());
-  // The step that never finishes, after the first checkpoint: a stop before any checkpoint restarts
-  // from scratch, where the data and init RNG come from the caller's seed, not from the run dir
-  // (known gap: the trainer does not seed itself from `seed` yet).
-  const int stop = static_cast<int>(tc.ckpt_freq) + static_cast<int>(rng() % (steps - tc.ckpt_freq));
+  // The step that never finishes, any of them: before the first checkpoint the resume starts over,
+  // and the trainer's own seeding (the config's `seed`) makes that the uninterrupted run too.
+  const int stop = static_cast<int>(rng() % steps);
   SCOPED_TRACE("stopped during step " + std::to_string(stop + 1));
+  const bool after_checkpoint = stop >= tc.ckpt_freq;
   const fs::path run = d / "resumed";
   {
     ToyTTTLM m(toy_config(), 3);
@@ -178,8 +178,10 @@ TEST(TrainerRunDir, ResumeAfterAStopAtAnyStepGivesTheUninterruptedRun) {
     } catch (const std::runtime_error&) {
     }
   }
-  // A fresh process: other weights, another RNG state; everything comes from the run dir.
-  ToyTTTLM m(toy_config(), 77);
+  // A fresh process, with another RNG state. It builds the model as the first one did (as `ttt-sweep
+  // train` does, from the config); once a checkpoint exists its weights must come from the run dir,
+  // so there the fresh model starts from other weights.
+  ToyTTTLM m(toy_config(), after_checkpoint ? 77 : 3);
   at::manual_seed(1234);
   tc.resume = true;
   auto res = train(m.named_parameters(), tc, [&](int s, int mi) { return noisy_loss(m, s, mi); }, run.string(),
@@ -200,6 +202,25 @@ TEST(TrainerRunDir, ResumeAfterAStopAtAnyStepGivesTheUninterruptedRun) {
     EXPECT_EQ(got[i]["lr"], full_lines[i]["lr"]);
     EXPECT_EQ(got[i]["ttt_gating_alpha_raw"], full_lines[i]["ttt_gating_alpha_raw"]);
   }
+}
+
+TEST(TrainerRunDir, TheConfigsSeedDecidesTheRun) {
+  // The caller's RNG state does not matter: the trainer seeds every RNG from `seed`.
+  auto run = [](uint64_t seed, uint64_t caller_seed) {
+    ToyTTTLM m(toy_config(), 3);
+    at::manual_seed(caller_seed);
+    TrainConfig tc = config(3);
+    tc.seed = seed;
+    std::vector<double> losses;
+    for (const auto& r : train(m.named_parameters(), tc, [&](int s, int mi) { return noisy_loss(m, s, mi); }, "",
+                               m.config_json(), {}, false)
+                             .history)
+      losses.push_back(r.loss);
+    return losses;
+  };
+  const auto a = run(5, 1), b = run(5, 999), c = run(6, 1);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c) << "the seed must reach the loss noise";
 }
 
 TEST(TrainerRunDir, ResumeRefusesOtherSettings) {
