@@ -276,7 +276,9 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     if (fs::exists(args_path)) {
       // The run's own settings: a resume continues that run, not another one.
       std::map<std::string, json> was, now;
-      flatten(yaml_to_json(read_file(args_path.string()), args_path.string()), "", was);
+      const json run_args = yaml_to_json(read_file(args_path.string()), args_path.string());
+      if (!run_args.is_object()) throw Error(args_path.string(), "", "expected a YAML mapping (the run's settings)");
+      flatten(run_args, "", was);
       flatten(args, "", now);
       for (const auto& [k, v] : now) {
         if (resume_may_change(k)) continue;

@@ -105,9 +105,20 @@ Verdict verdict_of(const ExperimentKind& kind, const std::vector<PointOutcome>& 
     return kind.verdict(pts);
   } catch (const json::exception& e) {
     if (reused == 0) throw;
-    throw Error((out / "runs").string(), "",
-                "a result.json read back holds a value of the wrong type for the '" + kind.name +
-                    "' verdict (rerun with --force): " + e.what());
+    // The result at fault, where the verdict of its point alone fails the same way.
+    std::string file = (out / "runs").string();
+    for (const auto& p : pts) {
+      try {
+        kind.verdict({p});
+      } catch (const json::exception&) {
+        file = (out / "runs" / p.point.id / "result.json").string();
+        break;
+      } catch (const std::exception&) {
+      }
+    }
+    throw Error(file, "evidence",
+                "a value of the wrong type for the '" + kind.name + "' verdict (rerun with --force): " +
+                    io::json_error_text(e));
   }
 }
 
