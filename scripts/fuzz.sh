@@ -59,14 +59,14 @@ for f in "$ROOT"/lib/core/*.cpp; do [ "$(basename "$f")" = version.cpp ] || CORE
 sources() {
   case $1 in
     safetensors_header_fuzzer) echo "$ROOT/lib/io/safetensors.cpp $ROOT/lib/io/strict_json.cpp" ;;
-    yaml_spec_fuzzer) echo "$ROOT/lib/experiments/spec.cpp" ;;
+    yaml_spec_fuzzer) echo "$ROOT/lib/experiments/spec.cpp $ROOT/lib/io/strict_yaml.cpp" ;;
     wav_reader_fuzzer) echo "$ROOT/lib/io/audio.cpp" ;;
   esac
 }
 headers() {
   case $1 in
     safetensors_header_fuzzer) echo "$ROOT/lib/io/safetensors.h $ROOT/lib/io/strict_json.h" ;;
-    yaml_spec_fuzzer) echo "$ROOT/lib/experiments/spec.h" ;;
+    yaml_spec_fuzzer) echo "$ROOT/lib/experiments/spec.h $ROOT/lib/io/strict_yaml.h" ;;
     wav_reader_fuzzer) echo "$ROOT/lib/io/audio.h" ;;
   esac
 }

@@ -63,6 +63,7 @@ inline constexpr float kGeluC = static_cast<float>(gelu_tanh::kC);
 inline constexpr float kGeluA = static_cast<float>(gelu_tanh::kA);
 inline constexpr float kGeluC3 = static_cast<float>(gelu_tanh::kC3);
 // The float constants the kernels were validated with (written as float literals before).
+static_assert(static_cast<float>(gelu_tanh::kCForward) == kGeluC, "the two c differ in float");
 static_assert(kGeluC == 0.79788456f && kGeluA == 0.044715f && kGeluC3 == 0.1070322243f, "GELU constants changed");
 MTT_FN float gelu(float z) { return 0.5f * z * (1.0f + tanhf(kGeluC * (z + kGeluA * z * z * z))); }
 MTT_FN float gelu_bwd(float z) {

@@ -9,9 +9,11 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "infer/score.h"
 #include "moshi/lm.h"
 #include "moshi/model_source.h"
@@ -123,8 +125,18 @@ Verdict verdict_fork_streaming(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_fork_streaming() {
-  return {"fork-streaming", "loss by position: full sequence vs streamed with a persistent TTT state vs the fork's stateless streaming",
-          run_fork_streaming, verdict_fork_streaming};
+  ExperimentKind k{"fork-streaming",
+                   "loss by position: full sequence vs streamed with a persistent TTT state vs the fork's stateless streaming",
+                   run_fork_streaming, verdict_fork_streaming, /*device_aware=*/false, {}};
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .integer("frames", 2, 100000)
+                 .choice("streaming", {"full", "persistent", "fork_restart"})
+                 .integer("mini_batch_size", 1, 4096)
+                 .number("initial_gating_alpha", -1e6, 1e6)
+                 .text("run")  // a fork run dir instead of the tiny model
+                 .text("moshi_weight");
+  return k;
 }
 
 }  // namespace mtt::experiments

@@ -9,10 +9,12 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <limits>
 #include <cstdio>
 
 #include "core/error.h"
 #include "experiments/builtin.h"
+#include "experiments/config_keys.h"
 #include "moshi/model_weights.h"
 #include "moshi/lm.h"
 #include "moshi/model_source.h"
@@ -125,8 +127,18 @@ Verdict verdict_inplace_update(const std::vector<PointOutcome>& pts) {
 }  // namespace
 
 ExperimentKind make_inplace_update() {
-  return {"inplace-update", "effect of the In-Place TTT fast-weight update on the output, by learning rate and update clip",
-          run_inplace_update, verdict_inplace_update};
+  ExperimentKind k{"inplace-update",
+                   "effect of the In-Place TTT fast-weight update on the output, by learning rate and update clip",
+                   run_inplace_update, verdict_inplace_update, /*device_aware=*/false, {}};
+  k.config = io::ConfigRules()
+                 .integer("seed", 0, std::numeric_limits<int64_t>::max())
+                 .integer("frames", 1, 100000)
+                 .integer("chunk_size", 1, 4096)
+                 .number("lr", 0)
+                 .number("clip", 0).or_null()  // 0 or null: no clip
+                 .text("run")                   // a user's In-Place run dir instead of the tiny model
+                 .text("moshi_weight");
+  return k;
 }
 
 }  // namespace mtt::experiments

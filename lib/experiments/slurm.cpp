@@ -118,10 +118,15 @@ void check_slurm_options(const SlurmOptions& o) {
 
 SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& spec_path, const std::string& out_dir,
                                 const SlurmOptions& o) {
+  return make_slurm_scripts(spec, find_experiment(spec.experiment, spec.path), spec_path, out_dir, o);
+}
+
+SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const ExperimentKind& kind, const std::string& spec_path,
+                                const std::string& out_dir, const SlurmOptions& o) {
   check_slurm_options(o);
   SlurmScripts s;
   const std::vector<GridPoint> points = expand_grid(spec, o.reduced);
-  check_grid_configs(spec, find_experiment(spec.experiment, spec.path), points, o.reduced);
+  check_grid_configs(spec, kind, points, o.reduced);
   s.tasks = points.size();
   std::string abs_out = fs::absolute(out_dir).lexically_normal().string();
   std::string abs_spec = fs::absolute(spec_path).lexically_normal().string();

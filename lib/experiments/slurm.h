@@ -4,6 +4,7 @@
 // that runs `ttt-sweep summarize DIR`. Resume semantics make re-queued tasks safe.
 #include <string>
 
+#include "experiments/registry.h"
 #include "experiments/spec.h"
 
 namespace mtt::experiments {
@@ -26,8 +27,12 @@ struct SlurmScripts {
   std::size_t tasks = 0;
 };
 
+// Every grid point is checked against the kind's declared keys first (a bad point fails here, not
+// on the cluster). The first form finds the kind among the built-in ones by the spec's `experiment`.
 SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const std::string& spec_path, const std::string& out_dir,
                                 const SlurmOptions& opts);
+SlurmScripts make_slurm_scripts(const ExperimentSpec& spec, const ExperimentKind& kind, const std::string& spec_path,
+                                const std::string& out_dir, const SlurmOptions& opts);
 
 // Writes both scripts under <out>/slurm/ (atomically) and returns their paths.
 std::pair<std::string, std::string> write_slurm_scripts(const SlurmScripts& s, const std::string& out_dir);

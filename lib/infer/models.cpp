@@ -47,7 +47,7 @@ std::string ttt_layers_of_checkpoint(const std::string& path) {
 
 void check_device_available(const at::Device& device, const std::string& flag) {
   if (!device.is_cuda()) return;
-  // The CUDA runtime seen by our kernels' build (kernels/cuda_runtime_info.h): a CPU-only build or a
+  // The CUDA runtime seen by our kernels' build (kernels/common/cuda_runtime_info.h): a CPU-only build or a
   // machine without a visible GPU gets one clear line instead of a LibTorch stack trace.
   if (!kernels::built_with_cuda())
     throw Error("", flag, "this build has no CUDA support (CUDA toolkit missing at configure time)", ErrorKind::Usage);

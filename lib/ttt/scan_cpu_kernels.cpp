@@ -40,7 +40,8 @@ namespace mtt::ttt::cpu {
 namespace {
 
 // GELU constants (one definition for the kernels and lib/ttt: kernels/common/gelu.h).
-constexpr double kC = kernels::gelu_tanh::kC;
+constexpr double kC = kernels::gelu_tanh::kC;                // gelu'(z), as gelu_bwd writes it
+constexpr double kCForward = kernels::gelu_tanh::kCForward;  // gelu(z), F.gelu's sqrt(2/pi)
 constexpr double kA = kernels::gelu_tanh::kA;
 constexpr double kC3 = kernels::gelu_tanh::kC3;
 
@@ -102,10 +103,10 @@ void tanh_inplace(T* x, int64_t n) {
 
 namespace {
 
-// u = sqrt(2/pi) z (1 + a z^2), the tanh argument (§2 helpers).
+// u = c z (1 + a z^2), the tanh argument (§2 helpers), c = sqrt(2/pi) as one of the two spellings.
 template <typename T>
-MTT_SIMD_CLONES void gelu_arg(const T* __restrict z, int64_t n, T* __restrict u) {
-  const T c = static_cast<T>(kC), a = static_cast<T>(kA);
+MTT_SIMD_CLONES void gelu_arg(const T* __restrict z, int64_t n, T* __restrict u, double c_arg) {
+  const T c = static_cast<T>(c_arg), a = static_cast<T>(kA);
   for (int64_t i = 0; i < n; ++i) u[i] = c * z[i] * (T(1) + a * z[i] * z[i]);
 }
 
@@ -122,8 +123,8 @@ MTT_SIMD_CLONES void gelu_from_tanh(const T* __restrict z, const T* __restrict t
 
 template <typename T>
 MTT_SIMD_CLONES void gelu_bwd_from_tanh(const T* __restrict z, const T* __restrict t, int64_t n, T* __restrict x,
-                                        T* __restrict dx, T* __restrict d, T* __restrict d2) {
-  const T c = static_cast<T>(kC), c3 = static_cast<T>(kC3), c3x = static_cast<T>(3.0 * kA * kC);
+                                        T* __restrict dx, T* __restrict d, T* __restrict d2, double c_arg) {
+  const T c = static_cast<T>(c_arg), c3 = static_cast<T>(kC3), c3x = static_cast<T>(3.0 * kA * c_arg);
   for (int64_t i = 0; i < n; ++i) {
     const T zi = z[i], ti = t[i], z2 = zi * zi, h = T(0.5) * (T(1) + ti), s = T(1) - ti * ti;
     const T cl = c + c3 * z2;   // the literal factor of gelu'
@@ -165,25 +166,37 @@ inline __attribute__((always_inline)) void row_stats(const T* __restrict z, int6
 
 }  // namespace
 
+// Whether gelu and gelu' need tanh at two values of c: only where they are two numbers in T (float64;
+// kernels/common/gelu.h). Then gelu (and its derivative dx) are computed again at F.gelu's c.
+template <typename T>
+constexpr bool kTwoGeluConstants = static_cast<T>(kC) != static_cast<T>(kCForward);
+
 template <typename T>
 void gelu_fwd_with_grad(const T* z, int64_t n, T* x, T* d, T* t) {
-  gelu_arg(z, n, t);
+  gelu_arg(z, n, t, kC);
   tanh_inplace(t, n);
   gelu_from_tanh(z, t, n, x, d);
+  if constexpr (kTwoGeluConstants<T>) gelu_fwd(z, n, x, t);
 }
 
 template <typename T>
 void gelu_fwd(const T* z, int64_t n, T* x, T* t) {
-  gelu_arg(z, n, t);
+  gelu_arg(z, n, t, kCForward);
   tanh_inplace(t, n);
   gelu_from_tanh<T>(z, t, n, x, nullptr);
 }
 
 template <typename T>
 void gelu_bwd_prep(const T* z, int64_t n, T* x, T* dx, T* d, T* d2, T* t) {
-  gelu_arg(z, n, t);
+  const bool two = kTwoGeluConstants<T> && d != nullptr;
+  gelu_arg(z, n, t, two ? kC : kCForward);
   tanh_inplace(t, n);
-  gelu_bwd_from_tanh(z, t, n, x, dx, d, d2);
+  gelu_bwd_from_tanh(z, t, n, x, dx, d, d2, two ? kC : kCForward);
+  if (two) {  // x and dx again at F.gelu's c, d and d2 kept at gelu_bwd's
+    gelu_arg(z, n, t, kCForward);
+    tanh_inplace(t, n);
+    gelu_bwd_from_tanh<T>(z, t, n, x, dx, nullptr, nullptr, kCForward);
+  }
 }
 
 template <typename T>

@@ -18,7 +18,8 @@ namespace mtt::ttt {
 namespace {
 
 // GELU constants (one definition for the kernels and lib/ttt: kernels/common/gelu.h).
-constexpr double kGeluC = kernels::gelu_tanh::kC;
+constexpr double kGeluCForward = kernels::gelu_tanh::kCForward;  // gelu(z): F.gelu's sqrt(2/pi)
+constexpr double kGeluC = kernels::gelu_tanh::kC;                // gelu'(z): gelu_bwd's literal
 constexpr double kGeluA = kernels::gelu_tanh::kA;
 constexpr double kGeluC3 = kernels::gelu_tanh::kC3;
 
@@ -36,7 +37,7 @@ std::vector<std::pair<std::string, ScanBackend>>& backends() {
 }  // namespace
 
 at::Tensor gelu_tanh(const at::Tensor& z) {
-  return 0.5 * z * (1.0 + at::tanh(kGeluC * (z + kGeluA * z * z * z)));
+  return 0.5 * z * (1.0 + at::tanh(kGeluCForward * (z + kGeluA * z * z * z)));
 }
 
 at::Tensor gelu_tanh_bwd(const at::Tensor& z) {
@@ -47,12 +48,13 @@ at::Tensor gelu_tanh_bwd(const at::Tensor& z) {
 
 namespace {
 
-// gelu(z) and gelu'(z) sharing one tanh (c (z + a z^3) = c z (1 + a z^2)).
+// gelu(z) and gelu'(z) sharing one tanh (c (z + a z^3) = c z (1 + a z^2)) where the two values of c
+// are one number (float32 and below); float64 takes a second tanh for gelu itself (kernels/common/gelu.h).
 std::pair<at::Tensor, at::Tensor> gelu_and_grad(const at::Tensor& z) {
   at::Tensor z2 = z * z;
   at::Tensor t = at::tanh(kGeluC * z * (1.0 + kGeluA * z2));
   at::Tensor half_1pt = 0.5 * (1.0 + t);
-  at::Tensor g = z * half_1pt;
+  at::Tensor g = z.scalar_type() == at::kDouble ? gelu_tanh(z) : z * half_1pt;
   at::Tensor dg = half_1pt + 0.5 * z * ((1.0 - t * t) * (kGeluC + kGeluC3 * z2));
   return {g, dg};
 }

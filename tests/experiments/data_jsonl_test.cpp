@@ -55,10 +55,10 @@ TEST(DataJsonl, ParseErrorsNameFileAndLine) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"{\"path\": \"a.wav\"}", "duration"},
       {"{\"duration\": 2.0}", "path"},
-      {"{\"path\": \"a.wav\", \"duration\": -1}", "positive"},
+      {"{\"path\": \"a.wav\", \"duration\": -1}", "a number of seconds in (0, "},
       {"{\"path\": \"a.wav\", \"duration\": \"2\"}", "duration"},
       {"[1, 2]", "object"},
-      {"{\"path\": \"a.wav\", \"duration\": 2", "not JSON"}};
+      {"{\"path\": \"a.wav\", \"duration\": 2", "not valid JSON"}};
   for (const auto& [line, why] : bad) {
     // line 1 fine, line 2 blank (skipped), line 3 bad.
     write_text(p, "{\"path\": \"ok.wav\", \"duration\": 1.5}\n\n" + line + "\n");

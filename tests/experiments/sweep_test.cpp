@@ -165,7 +165,7 @@ TEST(Slurm, ArrayScriptCoversTheGridAndResumes) {
   so.exe = "/opt/moshi-ttt/bin/ttt-sweep";
   so.partition = "debug";
   so.max_parallel = 2;
-  auto scripts = make_slurm_scripts(s, "/specs/descent.yaml", "/scratch/out", so);
+  auto scripts = make_slurm_scripts(s, descent_kind(), "/specs/descent.yaml", "/scratch/out", so);
   EXPECT_EQ(scripts.tasks, 6u);
   const std::string expected =
       "#!/bin/bash\n"

@@ -113,10 +113,11 @@ OpRun run_op(const Golden& g, const std::string& p, int n, MultiLayerQuery q, bo
 void check_op(const std::string& tag, int n) {
   Golden g = load_data("multilayer_op.safetensors");
   const std::string p = tag + ".";
-  // float64 on both sides; the floor is the GELU constant: the fork's forward uses torch's
-  // F.gelu(approximate="tanh") (exact sqrt(2/pi)), its gelu_bwd and our inner loop 0.79788456
-  // (a relative 8e-10 apart).
-  const double tol = 1e-8;
+  // float64 on both sides, the two GELU constants kept apart as the fork has them (F.gelu's exact
+  // sqrt(2/pi) forward, gelu_bwd's 0.79788456): observed 1.3e-15 x max|ref| on XQW and 1e-15 on
+  // grad eta; 1e-9 is the golden README's pure-float64 tolerance (with one constant for both the
+  // error was 6.7e-10, just under it).
+  const double tol = 1e-9;
   for (bool fused : {false, true}) {
     for (int64_t group : {0, 2}) {
       OpRun r = run_op(g, p, n, MultiLayerQuery::fork_updated, fused, group);

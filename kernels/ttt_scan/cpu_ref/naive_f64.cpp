@@ -23,7 +23,7 @@ namespace {
 
 namespace gt = mtt::kernels::gelu_tanh;
 
-double gelu(double z) { return 0.5 * z * (1.0 + std::tanh(gt::kC * (z + gt::kA * z * z * z))); }
+double gelu(double z) { return 0.5 * z * (1.0 + std::tanh(gt::kCForward * (z + gt::kA * z * z * z))); }
 double gelu_grad(double z) {
   const double t = std::tanh(gt::kC * z * (1.0 + gt::kA * z * z));
   return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * (gt::kC + gt::kC3 * z * z);
