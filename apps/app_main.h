@@ -77,7 +77,11 @@ inline int run(CLI::App& cli, int argc, char** argv, const char* name, const std
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return check_stdout(name, cli.exit(e) == 0 ? kExitOk : kExitUsage);  // --help, --version
-    std::fprintf(stderr, "%s: %s\n", name, format_error_line("", "", first_line(e.what())).c_str());
+    std::string why = first_line(e.what());
+    // CLI11's "--threads: At Most 1 required but received 3" for a flag given twice.
+    if (const auto at = why.find(": At Most 1 required but received "); at != std::string::npos)
+      why = why.substr(0, at) + ": given more than once (it takes one value)";
+    std::fprintf(stderr, "%s: %s\n", name, format_error_line("", "", why).c_str());
     return kExitUsage;
   }
   try {

@@ -36,13 +36,16 @@ void declare(CLI::App& app, Options& o) {
   app.add_option("--base", o.base, "base or init checkpoint: report tensors unchanged against it and ||dW||/||W||");
   app.add_option("--layers", o.layers, "report these transformer layers only: \"29,30,31\", all, middle, none");
   app.add_flag("--json", o.json, "print the report as JSON (docs/inspect-json.md)");
-  app.add_flag("--tiny", o.tiny, "create the tiny built-in Moshi-TTT checkpoint with the library's initialisers and audit it");
+  auto* tiny = app.add_flag("--tiny", o.tiny,
+                            "create the tiny built-in Moshi-TTT checkpoint with the library's initialisers and audit it");
+  // The --tiny settings mean nothing for a checkpoint given by path: said, not silently ignored.
   app.add_option("--variant", o.variant, "--tiny: TTT variant")
       ->check(CLI::IsMember(std::vector<std::string>(std::begin(mtt::audit::kTinyVariants),
-                                                     std::end(mtt::audit::kTinyVariants))));
-  app.add_option("--save", o.save, "--tiny: keep the created checkpoint at this path");
-  app.add_option("--seed", o.seed, "--tiny: initialiser seed")->check(mtt::app::uint64_value());
-  app.add_option("--dtype", o.dtype, "--tiny: stored dtype")->check(CLI::IsMember({"bf16", "f32"}));
+                                                     std::end(mtt::audit::kTinyVariants))))
+      ->needs(tiny);
+  app.add_option("--save", o.save, "--tiny: keep the created checkpoint at this path")->needs(tiny);
+  app.add_option("--seed", o.seed, "--tiny: initialiser seed")->check(mtt::app::uint64_value())->needs(tiny);
+  app.add_option("--dtype", o.dtype, "--tiny: stored dtype")->check(CLI::IsMember({"bf16", "f32"}))->needs(tiny);
   app.add_flag("--progress", o.progress, "progress bar on stderr");
 }
 

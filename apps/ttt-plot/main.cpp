@@ -83,9 +83,13 @@ int main(int argc, char** argv) {
   auto* il_cmd = app.add_subcommand("inner-loop", "per TTT layer, reconstruction loss vs position with W0, before and after the update");
   il_cmd->add_option("input", il_in, "run dir holding inner_loop.json, or the JSON file")->required();
   declare_common(*il_cmd, il_c, "inner_loop.png");
-  il_cmd->add_option("--layers", il.layers, "only these layers (comma separated)")->delimiter(',');
+  il_cmd->add_option("--layers", il.layers, "only these layers (comma separated)")
+      ->delimiter(',')
+      ->check(mtt::app::int_range(0, 1'000'000));
   il_cmd->add_flag("--per-head", il.per_head, "one panel per head (needs per-head logging)");
-  il_cmd->add_option("--heads", il.heads, "with --per-head: only these heads")->delimiter(',');
+  il_cmd->add_option("--heads", il.heads, "with --per-head: only these heads")
+      ->delimiter(',')
+      ->check(mtt::app::int_range(0, 1'000'000));
   il_cmd->add_option("--smooth", il.smooth, "moving average over N tokens")->check(mtt::app::int_range(1, 1'000'000));
   il_cmd->add_flag("--logy", il.logy, "log-scale loss axis");
 
@@ -97,7 +101,9 @@ int main(int argc, char** argv) {
   g_cmd->add_option("checkpoints", g_in, "checkpoint files/dirs, or moshi-finetune run dirs (all steps)")->required();
   declare_common(*g_cmd, g_c, "gating.png");
   g_cmd->add_option("--value", g_value, "alpha, tanh or both")->check(CLI::IsMember({"alpha", "tanh", "both"}))->capture_default_str();
-  g_cmd->add_option("--layers", g.layers, "only these layers (comma separated)")->delimiter(',');
+  g_cmd->add_option("--layers", g.layers, "only these layers (comma separated)")
+      ->delimiter(',')
+      ->check(mtt::app::int_range(0, 1'000'000));
 
   Common s_c;
   std::string s_in;
@@ -135,9 +141,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   lp_cmd->add_option("--title", lp_c.title, "figure title");
   lp_cmd->add_option("--style", lp_c.style, "JSON style overrides (docs/formats.md, \"Plot style\")");
-  lp_cmd->add_option("--smooth,--window", lp.smooth, "moving average over N frames")->check(CLI::PositiveNumber);
+  lp_cmd->add_option("--smooth,--window", lp.smooth, "moving average over N frames")
+      ->check(mtt::app::int_range(1, 1'000'000));
   lp_cmd->add_option("--frame-rate", lp.frame_rate, "x axis in seconds at this frame rate (Mimi: 12.5)")
-      ->check(CLI::PositiveNumber);
+      ->check(mtt::app::number_range(0, 1e6, /*open_lo=*/true));
   lp_cmd->add_flag("--logy", lp.logy, "log-scale loss axis");
   lp_cmd->add_flag("--json", lp_json, "print the series (after smoothing) as JSON on stdout");
 

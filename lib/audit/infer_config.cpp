@@ -60,6 +60,10 @@ std::vector<int> parse_layer_list(const std::string& spec, int n, const std::str
       }
       if (pos == 0 || pos != item.size() || v < 0)
         throw Error("", what, "not a layer list (\"29,30,31\", all, middle, none): '" + spec + "'", ErrorKind::Usage);
+      // A layer the checkpoint does not have would silently filter everything out.
+      if (n > 0 && v >= n)
+        throw Error("", what, "layer " + item + " out of range (the checkpoint has " + std::to_string(n) + " layers: 0.." +
+                                  std::to_string(n - 1) + ")", ErrorKind::Usage);
       out.push_back(v);
     }
   }

@@ -117,10 +117,23 @@ JsonlDataset::JsonlDataset(const std::string& jsonl_path, const mimi::MimiModel&
     StereoCodes sc;
     const std::string cp = opt.cache_dir.empty() ? "" : cache_path(opt.cache_dir, e.path, opt.codec_id, K);
     if (!cp.empty() && fs::exists(cp)) {
-      auto m = nn::load_tensors(cp);
-      if (m.count("moshi") && m.count("user") && m["moshi"].size(0) == K) {
-        sc = {m["moshi"], m["user"]};
-        ++cached_;
+      // A cache entry is only a shortcut: one that cannot be read or does not hold codes of this
+      // codec (cut short, edited, another file's) is encoded again and replaced.
+      try {
+        auto m = nn::load_tensors(cp);
+        const int64_t bins = codec.config().quantizer.bins;
+        auto codes_ok = [&](const char* k) {
+          auto it = m.find(k);
+          if (it == m.end()) return false;
+          const at::Tensor& t = it->second;
+          return t.scalar_type() == at::kLong && t.dim() == 2 && t.size(0) == K && t.size(1) > 0 &&
+                 t.min().item<int64_t>() >= 0 && t.max().item<int64_t>() < bins;
+        };
+        if (codes_ok("moshi") && codes_ok("user") && m["moshi"].size(1) == m["user"].size(1)) {
+          sc = {m["moshi"], m["user"]};
+          ++cached_;
+        }
+      } catch (const Error&) {
       }
     }
     if (!sc.moshi.defined()) {
@@ -133,6 +146,15 @@ JsonlDataset::JsonlDataset(const std::string& jsonl_path, const mimi::MimiModel&
     // moshi-finetune reads `duration` seconds of each file; the codes are cut to match.
     const int64_t listed = static_cast<int64_t>(std::ceil(e.duration * codec.config().frame_rate));
     at::Tensor codes = lm_layout(sc, opt.text_token);
+    // A listed duration beyond the audio (one frame of rounding allowed) is a jsonl that does not
+    // describe its files: said, not padded silently.
+    if (listed > codes.size(1) + 1) {
+      char listed_s[40], audio_s[40];
+      std::snprintf(listed_s, sizeof listed_s, "%g", e.duration);
+      std::snprintf(audio_s, sizeof audio_s, "%.2f", static_cast<double>(codes.size(1)) / codec.config().frame_rate);
+      throw Error(jsonl_path, "line " + std::to_string(e.line),
+                  std::string("\"duration\" is ") + listed_s + " s, but " + e.path + " holds " + audio_s + " s of audio");
+    }
     if (listed < codes.size(1)) codes = codes.narrow(1, 0, listed).contiguous();
     const std::size_t fi = files_.size();
     files_.push_back(codes);

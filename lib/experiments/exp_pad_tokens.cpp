@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "io/strict_json.h"
 #include "experiments/builtin.h"
 #include "experiments/config_keys.h"
 #include "moshi/lm.h"
@@ -195,7 +196,7 @@ RunResult run_pad_tokens(const RunContext& ctx) {
     s.L = cfg.value("seq_len", 12);
     s.seed = cfg.value("seed", 0);
   } catch (const json::exception& e) {
-    throw Error(where, "ttt", std::string("bad value: ") + e.what());
+    throw Error(where, "ttt", "bad value: " + io::json_error_text(e));
   }
   const std::string pad_name = t.value("pad_updates", "legacy");
   if (pad_name != "legacy" && pad_name != "masked")

@@ -4,12 +4,16 @@
 
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 
 #include "core/atomic_file.h"
+#include "core/dir_lock.h"
+#include "core/output_set.h"
 #include "core/error.h"
 #include "core/version.h"
 #include "experiments/chunked_loss.h"
@@ -76,6 +80,34 @@ void flatten(const json& j, const std::string& prefix, std::map<std::string, jso
     out[prefix] = j;
   }
 }
+
+// A run dir this command made (or found empty) and that holds no checkpoint when the command fails
+// is removed again (issue 15: no partial outputs): args.yaml, the codes cache and the logs of a run
+// that never reached a checkpoint are not a run to --resume. A run with a checkpoint stays.
+class FreshRunDirGuard {
+ public:
+  FreshRunDirGuard(fs::path run, bool fresh, bool existed) : run_(std::move(run)), fresh_(fresh), existed_(existed) {}
+  ~FreshRunDirGuard() {
+    if (!fresh_ || std::uncaught_exceptions() <= uncaught_) return;
+    std::error_code ec;
+    for (fs::directory_iterator it(run_ / "checkpoints", ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().filename().string().rfind("checkpoint_", 0) == 0) return;
+    if (!existed_) {
+      fs::remove_all(run_, ec);
+      return;
+    }
+    std::vector<fs::path> entries;
+    for (fs::directory_iterator it(run_, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(it->path());
+    for (const auto& e : entries) fs::remove_all(e, ec);
+  }
+  FreshRunDirGuard(const FreshRunDirGuard&) = delete;
+  FreshRunDirGuard& operator=(const FreshRunDirGuard&) = delete;
+
+ private:
+  fs::path run_;
+  bool fresh_, existed_;
+  int uncaught_ = std::uncaught_exceptions();
+};
 
 std::string string_at(const json& args, const char* dotted) {
   const json* v = find_path(args, dotted);
@@ -196,6 +228,31 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     log << "\n";
   }
 
+  // --- codec ---
+  std::unique_ptr<mimi::MimiModel> codec;
+  std::string codec_id;
+  if (!mimi_weight.empty()) {
+    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi_weight));
+    codec_id = fs::absolute(mimi_weight).string();
+    res.codec = "Mimi " + mimi_weight;
+  } else {
+    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mimi::MimiConfig::tiny(), tc.seed));
+    codec_id = "tiny-random-seed-" + std::to_string(tc.seed);
+    res.codec = "tiny Mimi, random weights (seed " + std::to_string(tc.seed) + ")";
+    log << "[tiny-mimi] the audio is encoded by the tiny Mimi with RANDOM weights: the codes carry no speech\n"
+           "            content; this checks the pipeline end to end (use --mimi-weight for real runs).\n";
+  }
+  try {
+    codec->set_num_codebooks(K);
+  } catch (const Error& e) {
+    // A config value the codec cannot honour: the config's fault, said before any file is written.
+    throw Error(opt.config, e.key(), e.reason());
+  }
+
+  // Every jsonl line checked before the run dir is made (the audio is read when it is encoded).
+  read_finetune_jsonl(train_data);
+  if (tc.do_eval) read_finetune_jsonl(eval_data);
+
   // --- the run dir: moshi-finetune refuses an existing one unless overwrite_run_dir ---
   const fs::path run = res.run_dir;
   std::error_code ec;
@@ -203,11 +260,25 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
   if (fs::exists(run, ec) && !fs::is_directory(run, ec))
     throw Error(res.run_dir, "", "the run dir is a file", ErrorKind::Usage);
   const fs::path args_path = run / "args.yaml";
+  // Locked before it is read: a second command on the same run dir stops here, whatever it asked.
+  const char* const in_use = "is in use by another training run (wait for it to finish, or give another --out)";
+  std::optional<DirLock> lock;
+  const bool existed = fs::is_directory(run, ec);
+  if (existed) lock.emplace(run.string(), /*shared=*/false, in_use);
+  bool fresh = !non_empty;  // made (or found empty) by this command: emptied again if it fails
+  if (non_empty && opt.resume && !fs::exists(args_path))
+    throw Error(res.run_dir, "",
+                fs::exists(run / "sweep.json")
+                    ? "holds a sweep of ttt-sweep run (sweep.json), not a training run: give another --out"
+                    : "is not a training run dir (no args.yaml): --resume continues a run of ttt-sweep train",
+                ErrorKind::Usage);
   if (non_empty && opt.resume) {
     if (fs::exists(args_path)) {
       // The run's own settings: a resume continues that run, not another one.
       std::map<std::string, json> was, now;
-      flatten(yaml_to_json(read_file(args_path.string()), args_path.string()), "", was);
+      const json run_args = yaml_to_json(read_file(args_path.string()), args_path.string());
+      if (!run_args.is_object()) throw Error(args_path.string(), "", "expected a YAML mapping (the run's settings)");
+      flatten(run_args, "", was);
       flatten(args, "", now);
       for (const auto& [k, v] : now) {
         if (resume_may_change(k)) continue;
@@ -223,31 +294,18 @@ MoshiTrainResult train_moshi_on_jsonl(const MoshiTrainOptions& opt, std::ostream
     }
   } else if (non_empty && args["overwrite_run_dir"].get<bool>()) {
     log << "overwrite_run_dir: removing " << res.run_dir << "\n";
-    fs::remove_all(run);
+    for (fs::directory_iterator it(run), end; it != end; ++it) fs::remove_all(it->path());
+    fresh = true;
   } else if (non_empty) {
     throw Error(res.run_dir, "",
                 "the run dir exists and is not empty: pass --resume to continue its run, set overwrite_run_dir: true "
                 "to replace it, or choose another run_dir",
                 ErrorKind::Usage);
   }
-  fs::create_directories(run);
+  make_output_dir(run.string(), "--out");
+  if (!lock) lock.emplace(run.string(), /*shared=*/false, in_use);
+  FreshRunDirGuard guard(run, fresh, existed);
   if (!fs::exists(args_path)) write_file_atomic(args_path.string(), finetune_args_yaml(args));
-
-  // --- codec ---
-  std::unique_ptr<mimi::MimiModel> codec;
-  std::string codec_id;
-  if (!mimi_weight.empty()) {
-    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::load(mimi_weight));
-    codec_id = fs::absolute(mimi_weight).string();
-    res.codec = "Mimi " + mimi_weight;
-  } else {
-    codec = std::make_unique<mimi::MimiModel>(mimi::MimiModel::random(mimi::MimiConfig::tiny(), tc.seed));
-    codec_id = "tiny-random-seed-" + std::to_string(tc.seed);
-    res.codec = "tiny Mimi, random weights (seed " + std::to_string(tc.seed) + ")";
-    log << "[tiny-mimi] the audio is encoded by the tiny Mimi with RANDOM weights: the codes carry no speech\n"
-           "            content; this checks the pipeline end to end (use --mimi-weight for real runs).\n";
-  }
-  codec->set_num_codebooks(K);
 
   // --- model ---
   moshi::LMConfig lc = tiny_lm_for(K, codec->config().quantizer.bins, context, ts, opt.config);

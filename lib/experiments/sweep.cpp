@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "core/atomic_file.h"
+#include "core/dir_lock.h"
 #include "core/output_set.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -80,12 +81,19 @@ json parse_json_file(const std::string& path) { return io::read_json_file_strict
 
 // A point's committed result. Metrics are numbers (NaN is written as null and read back as
 // NaN, so a verdict sees what the run measured); evidence is the kind's own.
-std::optional<RunResult> load_result(const fs::path& file) {
+std::optional<RunResult> load_result(const fs::path& file, const std::string& point_id) {
   std::error_code ec;
   if (!fs::exists(file, ec)) return std::nullopt;
   const std::string f = file.string();
   json j = parse_json_file(f);
   if (!j.is_object()) throw Error(f, "", "expected a JSON object with metrics and evidence");
+  // A result copied from another point's run dir would be counted for this one.
+  if (auto id = j.find("id"); id != j.end() && (!id->is_string() || id->get<std::string>() != point_id))
+    throw Error(f, "id", "this run dir is point '" + point_id + "', the result names " + io::json_brief(*id) +
+                             " (copied from another run dir? rerun with --force)");
+  if (auto o = j.find("overrides"); o != j.end() && !o->is_object())
+    throw Error(f, "overrides", "expected an object, got " + io::json_brief(*o));
+  if (!j.contains("metrics")) throw Error(f, "metrics", "missing (a result.json of ttt-sweep holds metrics and evidence)");
   RunResult r;
   if (auto m = j.find("metrics"); m != j.end()) {
     if (!m->is_object()) throw Error(f, "metrics", "expected an object of numbers, got " + io::json_brief(*m));
@@ -113,31 +121,7 @@ bool safe_point_id(const std::string& id) {
   return true;
 }
 
-// The sweep's out dir, locked for the lifetime of this object: a whole run or a summary holds it
-// alone; Slurm array tasks (one grid point each) share it. flock on the directory itself, so no
-// lock file is left behind, and the lock goes with the process however it ends.
-class OutDirLock {
- public:
-  OutDirLock(const fs::path& dir, bool shared) {
-    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd_ < 0) throw Error(dir.string(), "", std::string("cannot open the output directory: ") + std::strerror(errno));
-    while (::flock(fd_, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd_);
-      if (err == EWOULDBLOCK)
-        throw Error(dir.string(), "",
-                    "is in use by another sweep (wait for it to finish, or give another --out)", ErrorKind::Usage);
-      throw Error(dir.string(), "", std::string("cannot lock the output directory: ") + std::strerror(err));
-    }
-  }
-  ~OutDirLock() { ::close(fd_); }
-  OutDirLock(const OutDirLock&) = delete;
-  OutDirLock& operator=(const OutDirLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
+const char* const kSweepInUse = "is in use by another sweep (wait for it to finish, or give another --out)";
 
 // A verdict reads the results' metrics and evidence; results read back from run dirs that a
 // person edited can hold values of the wrong type there: that is the files' fault, not ours.
@@ -147,9 +131,20 @@ Verdict verdict_of(const ExperimentKind& kind, const std::vector<PointOutcome>& 
     return kind.verdict(pts);
   } catch (const json::exception& e) {
     if (reused == 0) throw;
-    throw Error((out / "runs").string(), "",
-                "a result.json read back holds a value of the wrong type for the '" + kind.name +
-                    "' verdict (rerun with --force): " + e.what());
+    // The result at fault, where the verdict of its point alone fails the same way.
+    std::string file = (out / "runs").string();
+    for (const auto& p : pts) {
+      try {
+        kind.verdict({p});
+      } catch (const json::exception&) {
+        file = (out / "runs" / p.point.id / "result.json").string();
+        break;
+      } catch (const std::exception&) {
+      }
+    }
+    throw Error(file, "evidence",
+                "a value of the wrong type for the '" + kind.name + "' verdict (rerun with --force): " +
+                    io::json_error_text(e));
   }
 }
 
@@ -242,6 +237,12 @@ std::vector<GridPoint> points_from_sweep_json(const json& sj, const std::string&
   if (!ps.is_array()) throw Error(file, "points", "expected a list, got " + io::json_brief(ps));
   if (!cs.is_array() || cs.size() != ps.size())
     throw Error(file, "configs", "expected a list with one config per point (" + std::to_string(ps.size()) + ")");
+  if (ps.empty()) throw Error(file, "points", "empty: a sweep has at least one grid point");
+  if (auto f = sj.find("format"); f != sj.end() && *f != "moshi-ttt/sweep/1")
+    throw Error(file, "format", "expected \"moshi-ttt/sweep/1\", got " + io::json_brief(*f));
+  if (auto r = sj.find("reduced"); r != sj.end() && !r->is_boolean())
+    throw Error(file, "reduced", "expected true or false, got " + io::json_brief(*r));
+  std::set<std::string> ids;
   for (std::size_t i = 0; i < ps.size(); ++i) {
     const std::string k = "points[" + std::to_string(i) + "]";
     if (!ps[i].is_object()) throw Error(file, k, "expected an object with index, id, overrides");
@@ -254,6 +255,7 @@ std::vector<GridPoint> points_from_sweep_json(const json& sj, const std::string&
     if (!id.is_string() || !safe_point_id(id.get<std::string>()))
       throw Error(file, k + ".id", "expected a run dir name (letters, digits, . _ - + =), got " + io::json_brief(id));
     p.id = id.get<std::string>();
+    if (!ids.insert(p.id).second) throw Error(file, k + ".id", "'" + p.id + "' names two points (one run dir)");
     p.overrides = need(ps[i], "overrides", k + ".");
     if (!p.overrides.is_object()) throw Error(file, k + ".overrides", "expected an object");
     if (!cs[i].is_object()) throw Error(file, "configs[" + std::to_string(i) + "]", "expected an object");
@@ -296,11 +298,18 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
   json sj = grid_json(spec, points, opts.reduced);
   fs::path sweep_file = out / "sweep.json";
 
+  std::error_code ec;
+  if (!fs::exists(sweep_file, ec) && (fs::exists(out / "args.yaml", ec) || fs::exists(out / "checkpoints", ec)))
+    throw Error(out.string(), "",
+                "holds a training run of ttt-sweep train (args.yaml, checkpoints/), not a sweep: give another --out",
+                ErrorKind::Usage);
   make_output_dir((out / "runs").string(), "--out");
-  const OutDirLock lock(out, /*shared=*/opts.only_index.has_value());
+  const DirLock lock(out.string(), /*shared=*/opts.only_index.has_value(), kSweepInUse);
   if (fs::exists(sweep_file)) {
     json old = parse_json_file(sweep_file.string());
     if (!old.is_object()) throw Error(sweep_file.string(), "", "expected a JSON object (a sweep.json of ttt-sweep)");
+    if (auto f = old.find("format"); f != old.end() && *f != "moshi-ttt/sweep/1")
+      throw Error(sweep_file.string(), "format", "expected \"moshi-ttt/sweep/1\", got " + io::json_brief(*f));
     const std::string old_kind = sweep_experiment(old, sweep_file.string());
     bool same = old.value("points", json()) == sj["points"] && old.value("configs", json()) == sj["configs"];
     if (opts.force) {
@@ -328,7 +337,7 @@ SweepResult run_sweep(const ExperimentSpec& spec, const SweepOptions& opts, cons
   for (const auto& p : points) {
     if (opts.only_index && *opts.only_index != p.index) continue;
     fs::path dir = out / "runs" / p.id;
-    if (auto done = load_result(dir / "result.json")) {
+    if (auto done = load_result(dir / "result.json", p.id)) {
       results[p.index] = *done;
       ++r.reused;
     } else {
@@ -395,7 +404,7 @@ SweepResult summarize_sweep(const std::string& out_dir, const ExperimentKind* ki
   fs::path out = out_dir;
   fs::path sweep_file = out / "sweep.json";
   if (!fs::exists(sweep_file)) throw Error(out_dir, "", "not a sweep output directory (no sweep.json)");
-  const OutDirLock lock(out, /*shared=*/false);
+  const DirLock lock(out.string(), /*shared=*/false, kSweepInUse);
   json sj = parse_json_file(sweep_file.string());
   if (!sj.is_object()) throw Error(sweep_file.string(), "", "expected a JSON object (a sweep.json of ttt-sweep)");
   std::string experiment = sweep_experiment(sj, sweep_file.string());
@@ -411,7 +420,7 @@ SweepResult summarize_sweep(const std::string& out_dir, const ExperimentKind* ki
   SweepResult r;
   std::vector<std::string> missing;
   for (auto& p : points_from_sweep_json(sj, sweep_file.string())) {
-    if (auto res = load_result(out / "runs" / p.id / "result.json"))
+    if (auto res = load_result(out / "runs" / p.id / "result.json", p.id))
       r.points.push_back({p, *res});
     else
       missing.push_back(p.id);

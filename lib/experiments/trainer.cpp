@@ -188,15 +188,22 @@ std::string save_run_checkpoint(const std::string& run_dir, int step, const Name
   const fs::path tmp = ckdir / ("tmp." + name), final_dir = ckdir / name;
   fs::remove_all(tmp);
   make_output_dir((tmp / "consolidated").string());
-  std::map<std::string, at::Tensor> m;
-  for (const auto& [n, t] : tensors) m[n] = t.detach().contiguous().cpu();
-  nn::save_tensors((tmp / "consolidated" / "consolidated.safetensors").string(), m,
-                   {{"format", "pt"}, {"step", std::to_string(step)}});
-  write_file_atomic((tmp / "consolidated" / "config.json").string(), model_config.dump(2));
-  for (const auto& [file, content] : extra) {
-    std::map<std::string, at::Tensor> cpu;
-    for (const auto& [k, t] : content.tensors) cpu[k] = t.detach().contiguous().cpu();
-    nn::save_tensors((tmp / "consolidated" / file).string(), cpu, content.metadata);
+  try {
+    std::map<std::string, at::Tensor> m;
+    for (const auto& [n, t] : tensors) m[n] = t.detach().contiguous().cpu();
+    nn::save_tensors((tmp / "consolidated" / "consolidated.safetensors").string(), m,
+                     {{"format", "pt"}, {"step", std::to_string(step)}});
+    write_file_atomic((tmp / "consolidated" / "config.json").string(), model_config.dump(2));
+    for (const auto& [file, content] : extra) {
+      std::map<std::string, at::Tensor> cpu;
+      for (const auto& [k, t] : content.tensors) cpu[k] = t.detach().contiguous().cpu();
+      nn::save_tensors((tmp / "consolidated" / file).string(), cpu, content.metadata);
+    }
+  } catch (...) {
+    // A save that failed (a full disk) leaves no half checkpoint beside the complete ones.
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
   }
   // moshi-finetune's Checkpointer writes tmp.checkpoint_NNNNNN and renames it the same way.
   fs::remove_all(final_dir);

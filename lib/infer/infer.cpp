@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -116,6 +117,14 @@ void add_layer_alpha(GateOverride& g, const std::string& spec) {
   g.alpha_per_layer[l] = a;
 }
 
+namespace {
+std::string number_text(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+}  // namespace
+
 void check_infer_options(const InferOptions& opt) {
   auto bad = [](const char* flag, const std::string& why) { throw Error("", flag, why, ErrorKind::Usage); };
   auto finite_nonneg = [&](double v, const char* flag) {
@@ -137,11 +146,19 @@ void check_infer_options(const InferOptions& opt) {
     bad("--batch-size", "must be an integer in 1.." + std::to_string(kMaxBatch) + ", got " + std::to_string(opt.batch_size));
   if (opt.step && *opt.step < 0) bad("--step", "must be a checkpoint step >= 0");
   const GateOverride& g = opt.gates;
-  if (g.alpha && !std::isfinite(*g.alpha)) bad("--force-gating-alpha", "must be a finite number");
-  if (g.multiplier && !std::isfinite(*g.multiplier)) bad("--force-gating-multiplier", "must be a finite number");
+  // The gates are float32 tensors: a value beyond float's range would overflow on the way in.
+  auto gate_value = [&](const std::optional<double>& v, const char* flag) {
+    if (v && !(std::isfinite(*v) && std::fabs(*v) <= std::numeric_limits<float>::max()))
+      bad(flag, "must be a finite number in -3.4e38..3.4e38 (a float32 gate), got " + number_text(*v));
+  };
+  gate_value(g.alpha, "--force-gating-alpha");
+  gate_value(g.multiplier, "--force-gating-multiplier");
   for (const auto& [layer, a] : g.alpha_per_layer) {
     if (layer < 0) bad("--force-gating-alpha-layer", "layer " + std::to_string(layer) + " is not a layer index");
-    if (!std::isfinite(a)) bad("--force-gating-alpha-layer", "alpha of layer " + std::to_string(layer) + " must be finite");
+    if (!std::isfinite(a) || std::fabs(a) > std::numeric_limits<float>::max())
+      bad("--force-gating-alpha-layer", "alpha of layer " + std::to_string(layer) +
+                                            " must be a finite number in -3.4e38..3.4e38 (a float32 gate), got " +
+                                            number_text(a));
   }
   // The multiplier replaces tanh(alpha): with both, one of them would be silently ignored.
   if (g.multiplier && (g.alpha || !g.alpha_per_layer.empty()))

@@ -82,6 +82,19 @@ Models build_models(const ModelOptions& opt, std::ostream& log) {
   Models m;
   const bool random = !opt.random_preset.empty();
   const bool tiny = opt.random_preset == "tiny";
+  // Files the chosen model would not read are said, not dropped (a run would use other weights
+  // than the user believes).
+  auto unread = [](bool given, const char* flag, const char* why) {
+    if (given) throw Error("", flag, why, ErrorKind::Usage);
+  };
+  unread(random && !opt.mimi_weight.empty(), "--mimi-weight",
+         "not read with --tiny or --random-weights (their Mimi has random weights)");
+  if (opt.checkpoint.empty()) {
+    unread(!opt.lora_weight.empty(), "--lora-weight", "applies over a checkpoint's weights: give --checkpoint");
+    unread(!opt.config.empty(), "--config", "describes a checkpoint's weights: give --checkpoint");
+    unread(opt.step.has_value(), "--step", "picks a checkpoint of a run dir given with --checkpoint");
+    unread(opt.fuse_lora, "--fuse-lora", "merges the LoRA adapters of a checkpoint: give --checkpoint");
+  }
   mimi::MimiConfig mcfg = tiny ? mimi::MimiConfig::tiny() : mimi::MimiConfig::v0_1();
   moshi::LMConfig lcfg;
   std::optional<moshi::ModelSource> source;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -223,6 +224,16 @@ ScoreResult run_score(const InferOptions& model_opt, const ScoreOptions& opt, st
   if (std::filesystem::path(mopt.output).extension() != ".safetensors")
     throw Error(mopt.output, "", "the scores are written as safetensors: name the output *.safetensors",
                 ErrorKind::Usage);
+  // The loss weights given as flags, before any work (moshi-finetune's weights: >= 0 and finite).
+  auto weight_flag = [](const std::optional<double>& v, const char* flag) {
+    if (v && !(std::isfinite(*v) && *v >= 0 && *v <= 1e6)) {
+      char buf[40];
+      std::snprintf(buf, sizeof buf, "%g", *v);
+      throw Error("", flag, std::string("must be a finite number in 0..1e6, got ") + buf, ErrorKind::Usage);
+    }
+  };
+  weight_flag(opt.text_padding_weight, "--text-padding-weight");
+  weight_flag(opt.first_codebook_weight_multiplier, "--first-codebook-weight-multiplier");
   if (!std::filesystem::exists(mopt.input)) throw Error(mopt.input, "", "file not found");
   const bool codes_input = is_codes_file(mopt.input);
   ModelOptions mo = model_options_of(mopt);
@@ -286,6 +297,8 @@ ScoreResult run_score(const InferOptions& model_opt, const ScoreOptions& opt, st
       } catch (const std::exception&) {
         throw Error(models.run_args_file, key, "expected a number, got '" + it->second + "'");
       }
+      if (!(std::isfinite(*v) && *v >= 0 && *v <= 1e6))
+        throw Error(models.run_args_file, key, "must be a finite number in 0..1e6, got '" + it->second + "'");
       from.push_back(std::string(key) + " from " + models.run_args_file);
       return;
     }

@@ -8,6 +8,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace mtt::io {
 
@@ -54,7 +55,7 @@ class StrictSax {
     return dom_.end_array();
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
-    syntax_error_ = e.what();
+    syntax_error_ = json_error_text(e);
     return false;
   }
 
@@ -76,6 +77,17 @@ class StrictSax {
 };
 
 }  // namespace
+
+std::string json_error_text(const std::exception& e) {
+  std::string w = e.what();
+  // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> "parse error at ..."
+  if (w.rfind("[json.exception.", 0) == 0)
+    if (const auto close = w.find("] "); close != std::string::npos) w = w.substr(close + 2);
+  // The excerpt of what was read may hold the very bytes that are not UTF-8: shown as '?'.
+  std::size_t bad = 0;
+  while (!valid_utf8(w, &bad) && bad < w.size()) w[bad] = '?';
+  return w;
+}
 
 json parse_json_strict(const char* begin, const char* end, const std::string& file, const std::string& subject,
                        int max_depth) {

@@ -19,6 +19,10 @@ nlohmann::json parse_json_strict(const char* begin, const char* end, const std::
 nlohmann::json parse_json_strict(const std::string& text, const std::string& file, const std::string& subject = "",
                                  int max_depth = 64);
 // A whole JSON file (Error naming it when it is missing, a directory or unreadable).
+// An exception of nlohmann::json as a message: its "[json.exception.*]" tag dropped and bytes that
+// are not UTF-8 (the excerpt of a bad input) shown as '?'.
+std::string json_error_text(const std::exception& e);
+
 nlohmann::json read_json_file_strict(const std::string& path, int max_depth = 64);
 
 }  // namespace mtt::io

@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
+#include "io/strict_json.h"
 
 namespace mtt::moshi {
 
@@ -329,7 +330,7 @@ void jget(const json& j, const char* key, T& out, const std::string& file) {
   try {
     out = it->get<T>();
   } catch (const std::exception& e) {
-    throw Error(file, key, std::string("bad value: ") + e.what());
+    throw Error(file, key, "bad value: " + io::json_error_text(e));
   }
 }
 template <typename T>

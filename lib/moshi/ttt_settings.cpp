@@ -44,10 +44,14 @@ std::vector<int> TTTSettings::resolve_layers(int64_t n, const std::string& file)
   std::set<int> s;
   std::stringstream ss(layers);
   std::string item;
+  // "[]" is no layer; an empty item in a list (",," or "1,,2") is a typo, not a layer.
+  const bool blank = layers.find_first_not_of(" \t[]") == std::string::npos;
   while (std::getline(ss, item, ',')) {
     item.erase(0, item.find_first_not_of(" \t[]"));
     item.erase(item.find_last_not_of(" \t[]") + 1);
-    if (item.empty()) continue;
+    if (item.empty() && blank) continue;
+    if (item.empty())
+      throw Error(file, "ttt.layers", "bad layer list '" + layers + "': an empty item (none, all, middle or \"29,30,31\")");
     size_t pos = 0;
     long v = 0;
     try {

@@ -30,6 +30,16 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
   return o;
 }
 
+// The first 20 items and a count of the rest: an error naming the columns of a file with 10^5 of
+// them stays a readable line.
+std::string join_some(const std::vector<std::string>& v, const std::string& sep) {
+  std::string o;
+  const std::size_t shown = std::min<std::size_t>(v.size(), 20);
+  for (std::size_t i = 0; i < shown; ++i) o += (i ? sep : "") + v[i];
+  if (v.size() > shown) o += sep + "... " + std::to_string(v.size() - shown) + " more";
+  return o;
+}
+
 bool wanted(const std::vector<int>& sel, int v) { return sel.empty() || std::find(sel.begin(), sel.end(), v) != sel.end(); }
 
 // Distinct labels in first-seen order, each looked up in a hash map.
@@ -102,7 +112,7 @@ Figure inner_loop_figure(const InnerLoopData& d, const InnerLoopOptions& o) {
     if (!found) {
       std::vector<std::string> have;
       for (const auto& r : d.layers) have.push_back(std::to_string(r.layer));
-      throw Error(d.path, "layer " + std::to_string(l), "not in the log (layers: " + join(have, ", ") + ")", ErrorKind::Usage);
+      throw Error(d.path, "layer " + std::to_string(l), "not in the log (layers: " + join_some(have, ", ") + ")", ErrorKind::Usage);
     }
   }
   auto add_panel = [&](const InnerLoopLayer& r, const std::vector<double>& w0, const std::vector<double>& before,
@@ -274,7 +284,7 @@ Figure sweep_figure(const Table& t, const SweepPlotOptions& o) {
     const int c = t.column(name);
     if (c < 0) {
       const std::vector<std::string>& cols = t.file_columns.empty() ? t.columns : t.file_columns;
-      throw Error(t.path, std::string(flag) + " " + name, "no such column (columns: " + join(cols, ", ") + ")",
+      throw Error(t.path, std::string(flag) + " " + name, "no such column (columns: " + join_some(cols, ", ") + ")",
                   ErrorKind::Usage);
     }
     return c;
@@ -456,7 +466,7 @@ Figure metrics_figure(const MetricsRun& r, const MetricsOptions& o) {
     if (!has(m)) {
       std::vector<std::string> have;
       for (const auto& [k, v] : r.train.fields) have.push_back(k);
-      throw Error(r.train.path, m, "no such numeric field (fields: " + join(have, ", ") + ")", ErrorKind::Usage);
+      throw Error(r.train.path, m, "no such numeric field (fields: " + join_some(have, ", ") + ")", ErrorKind::Usage);
     }
   if (names.empty()) throw Error(r.train.path, "", "no numeric fields besides step");
   Figure f;

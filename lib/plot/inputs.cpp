@@ -10,11 +10,13 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+#include <unordered_set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/parse_number.h"
 #include "io/checkpoint.h"
+#include "io/strict_json.h"
 
 namespace mtt::plot {
 
@@ -45,11 +47,9 @@ json parse_json(const std::string& text, const std::string& path, int line_offse
   } catch (const json::parse_error& e) {
     const std::size_t at = std::min<std::size_t>(e.byte > 0 ? e.byte - 1 : 0, text.size());
     const int line = line_offset + 1 + static_cast<int>(std::count(text.begin(), text.begin() + at, '\n'));
-    std::string what = e.what();
-    const auto p = what.find("parse error");
-    throw Error(path, "line " + std::to_string(line), "invalid JSON: " + (p == std::string::npos ? what : what.substr(p)));
+    throw Error(path, "line " + std::to_string(line), "invalid JSON: " + io::json_error_text(e));
   } catch (const json::exception& e) {  // e.g. out_of_range 406: a number like 1e999 overflows a double
-    throw Error(path, "", std::string("invalid JSON: ") + e.what());
+    throw Error(path, "", "invalid JSON: " + io::json_error_text(e));
   }
 }
 
@@ -216,10 +216,10 @@ Table parse_summary_csv(const std::string& text, const std::string& path, const 
     rec.push_back(field);
     if (header) {
       t.file_columns = rec;
+      std::unordered_set<std::string> seen;  // a header of 10^5 columns is checked in linear time
       for (std::size_t c = 0; c < rec.size(); ++c) {
         if (rec[c].empty()) throw Error(path, "line 1", "column " + std::to_string(c + 1) + " has no name");
-        for (std::size_t d = 0; d < c; ++d)
-          if (rec[d] == rec[c]) throw Error(path, "line 1", "column '" + rec[c] + "' appears twice");
+        if (!seen.insert(rec[c]).second) throw Error(path, "line 1", "column '" + rec[c] + "' appears twice");
         const bool kept = keep.empty() || std::find(keep.begin(), keep.end(), rec[c]) != keep.end();
         take.push_back(kept ? static_cast<int>(t.columns.size()) : -1);
         if (kept) t.columns.push_back(rec[c]);
@@ -302,11 +302,12 @@ Table parse_summary_json(const std::string& text, const std::string& path, const
   if (!rows->empty() && (*rows)[0].is_object() && (*rows)[0].contains("id")) t.columns.push_back("id");
   for (const auto& a : t.axes) t.columns.push_back(a);
   for (const auto& m : t.metrics) t.columns.push_back(m);
+  std::unordered_set<std::string> known(t.columns.begin(), t.columns.end());
   for (std::size_t r = 0; r < rows->size(); ++r) {
     const json& row = (*rows)[r];
     if (!row.is_object()) throw Error(path, "rows[" + std::to_string(r) + "]", "expected an object");
     for (auto it = row.begin(); it != row.end(); ++it)
-      if (t.column(it.key()) < 0) t.columns.push_back(it.key());
+      if (known.insert(it.key()).second) t.columns.push_back(it.key());
   }
   if (!keep.empty()) {
     t.file_columns = t.columns;

@@ -107,6 +107,10 @@ void label_inputs(std::vector<ScoreCurves>& inputs) {
 
 Figure loss_by_position_figure(const std::vector<ScoreCurves>& inputs, const LossByPositionOptions& o) {
   if (inputs.empty()) throw Error("", "inputs", "no score file given", ErrorKind::Usage);
+  if (o.smooth < 1 || o.smooth > 1'000'000)
+    throw Error("", "--smooth", "must be an integer in 1..1000000, got " + std::to_string(o.smooth), ErrorKind::Usage);
+  if (!(std::isfinite(o.frame_rate) && o.frame_rate >= 0 && o.frame_rate <= 1e6))
+    throw Error("", "--frame-rate", "must be a finite number in (0, 1e6] (frames per second)", ErrorKind::Usage);
   Figure f;
   f.title = o.title.empty() ? "loss by position" : o.title;
   f.columns = 1;  // long contexts read better wide
@@ -129,6 +133,10 @@ Figure loss_by_position_figure(const std::vector<ScoreCurves>& inputs, const Los
     }
     f.panels.push_back(std::move(p));
   }
+  // Nothing finite to draw is the score files' fault: said naming them, not the figure.
+  std::string source = inputs.front().path;
+  if (inputs.size() > 1) source += " (and " + std::to_string(inputs.size() - 1) + " more score files)";
+  validate(f, source);
   return f;
 }
 

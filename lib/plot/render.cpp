@@ -582,9 +582,14 @@ void render(const Figure& fig, const std::string& path, const Style& st) {
   AtomicFile out(path);
   ScratchFile scratch;
   const std::string draw_to = out.special() ? scratch.create(fmt) : out.temp_path();
+  // PLplot reports a drawing it refused (plabort: "Invalid limits", ...) here instead of on stderr,
+  // and goes on with a broken figure: a refusal is an error, not a file.
+  PLINT pl_errcode = 0;
+  char pl_errmsg[1024] = {0};
   {
     Stream s;
     plmkstrm(&s.id);
+    plsError(&pl_errcode, pl_errmsg);
     const char* dev = fmt == Format::Png ? "pngcairo" : fmt == Format::Svg ? "svg" : "pdfcairo";
     plsdev(dev);
     plsfnam(draw_to.c_str());
@@ -632,6 +637,11 @@ void render(const Figure& fig, const std::string& path, const Style& st) {
     }
   }  // plend1(): the driver flushes and closes the temporary file
 
+  if (pl_errcode != 0) {
+    std::string why(pl_errmsg);
+    if (const auto nl = why.find_last_of('\n'); nl != std::string::npos) why = why.substr(nl + 1);
+    throw Error(path, "", "PLplot refused the figure: " + why + " (a panel too small for its text? see --style)");
+  }
   check_complete(draw_to, fmt, path);
   if (out.special()) out.write(read_file(draw_to));
   out.commit();

@@ -1,6 +1,7 @@
 // Plot style: plots/style.h defaults, JSON overrides.
 #include "plot/style.h"
 
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -63,6 +64,14 @@ double positive(const json& v, const std::string& path, const std::string& key, 
   return v.get<double>();
 }
 
+// An integer in [lo, hi] (a pixel count, a number of columns): 1.5 is not one.
+int whole(const json& v, const std::string& path, const std::string& key, int lo, int hi) {
+  const double d = v.is_number() ? v.get<double>() : std::nan("");
+  if (!(d >= lo && d <= hi && d == std::floor(d)))
+    throw Error(path, key, "expected an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + v.dump());
+  return static_cast<int>(d);
+}
+
 }  // namespace
 
 Style load_style(const std::string& path) {
@@ -79,9 +88,9 @@ Style load_style(const std::string& path) {
     } else if (k == "background") s.background = parse_colour(v, path, k);
     else if (k == "foreground") s.foreground = parse_colour(v, path, k);
     else if (k == "grid") s.grid = parse_colour(v, path, k);
-    else if (k == "panel_width") s.panel_width = static_cast<int>(positive(v, path, k, 10000));
-    else if (k == "panel_height") s.panel_height = static_cast<int>(positive(v, path, k, 10000));
-    else if (k == "max_columns") s.max_columns = static_cast<int>(positive(v, path, k, 32));
+    else if (k == "panel_width") s.panel_width = whole(v, path, k, 200, 10000);  // the axes' margins take ~100 px
+    else if (k == "panel_height") s.panel_height = whole(v, path, k, 150, 10000);
+    else if (k == "max_columns") s.max_columns = whole(v, path, k, 1, 32);
     else if (k == "font_family") {
       if (!v.is_string() || (v != "sans" && v != "serif" && v != "mono"))
         throw Error(path, k, "expected \"sans\", \"serif\" or \"mono\"");

@@ -87,37 +87,46 @@ std::string read(const fs::path& p) {
   return ss.str();
 }
 
-// A 16-bit mono WAV at 24 kHz.
-void write_tone(const fs::path& p, double seconds) {
+// A 16-bit WAV at 24 kHz, mono or stereo (the second channel an octave up).
+void write_tone(const fs::path& p, double seconds, int channels = 1) {
   const int rate = 24000, n = static_cast<int>(seconds * rate);
+  const uint32_t bytes = static_cast<uint32_t>(2 * channels * n);
   std::ofstream f(p, std::ios::binary);
   auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
   auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
   f.write("RIFF", 4);
-  u32(36 + 2 * n);
+  u32(36 + bytes);
   f.write("WAVEfmt ", 8);
   u32(16);
   u16(1);
-  u16(1);
+  u16(static_cast<uint16_t>(channels));
   u32(rate);
-  u32(2 * rate);
-  u16(2);
+  u32(static_cast<uint32_t>(2 * channels * rate));
+  u16(static_cast<uint16_t>(2 * channels));
   u16(16);
   f.write("data", 4);
-  u32(2 * n);
-  for (int i = 0; i < n; ++i) u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05))));
+  u32(bytes);
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < channels; ++c)
+      u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05 * (c + 1)))));
 }
 
 // Inputs made with the built apps, once per build dir (ctest runs the cases as separate
 // processes, two at a time): made in a private folder and renamed into place.
 fs::path generated_dir() {
-  const fs::path dir = fs::path(MTT_BINARY_DIR) / "tests" / "hostile_cases_generated";
+  // The folder's suffix names the set of files (a build dir may hold an older set).
+  const fs::path dir = fs::path(MTT_BINARY_DIR) / "tests" / "hostile_cases_generated.2";
   if (fs::exists(dir / "done")) return dir;
   const fs::path tmp = dir.string() + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   write_tone(tmp / "in.wav", 0.3);
   std::ofstream(tmp / "not_audio.wav") << "this is not audio\n";
+  // moshi-finetune data: a stereo exchange of 1 s, listed with its duration and with one far beyond it.
+  write_tone(tmp / "stereo.wav", 1.0, 2);
+  std::ofstream(tmp / "ok.jsonl") << "{\"path\": \"stereo.wav\", \"duration\": 1.0}\n";
+  std::ofstream(tmp / "beyond.jsonl") << "{\"path\": \"stereo.wav\", \"duration\": 1.0}\n"
+                                      << "{\"path\": \"stereo.wav\", \"duration\": 100}\n";
   std::ofstream(tmp / "done") << "ok\n";
   std::error_code ec;
   fs::rename(tmp, dir, ec);  // another process may have won: its copy is as good

@@ -55,20 +55,24 @@ std::vector<std::string> entries(const fs::path& dir) {
   return v;
 }
 
-// A 16-bit mono WAV at 16 kHz.
-void write_tone(const fs::path& p, double seconds) {
+// A 16-bit WAV at 16 kHz, mono or stereo.
+void write_tone(const fs::path& p, double seconds, int channels = 1) {
   const int rate = 16000;
   const int n = static_cast<int>(seconds * rate);
+  const uint32_t bytes = static_cast<uint32_t>(2 * channels * n);
+  const auto ch = static_cast<uint16_t>(channels);
   std::ofstream f(p, std::ios::binary);
   auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
   auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
   f.write("RIFF", 4);
-  u32(36 + 2 * n);
+  u32(36 + bytes);
   f.write("WAVEfmt ", 8);
-  u32(16), u16(1), u16(1), u32(rate), u32(2 * rate), u16(2), u16(16);
+  u32(16), u16(1), u16(ch), u32(rate), u32(2 * channels * rate), u16(static_cast<uint16_t>(2 * ch)), u16(16);
   f.write("data", 4);
-  u32(2 * n);
-  for (int i = 0; i < n; ++i) u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05))));
+  u32(bytes);
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < channels; ++c)
+      u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05 * (c + 1)))));
 }
 
 // Overwrites element `index` of tensor `name` (F32) in a safetensors file with `value`.
@@ -267,6 +271,17 @@ TEST(HostileOutputs, Sweep) {
   if (!fs::exists(sweep)) GTEST_SKIP() << "ttt-sweep not built";
   auto no_espeak = [] { return run_command("command -v espeak-ng").status == 0 ? "" : "espeak-ng not installed"; };
   const std::string spec = q(mtt::test::fixtures_dir() / "sweep" / "resume.yaml");
+  // A training command on data written into the case's folder: a 1 s stereo exchange, listed fine
+  // (ok.jsonl), listed but missing (missing.jsonl), or mono (mono.jsonl).
+  auto train = [&](const fs::path& d, const std::string& jsonl) {
+    write_tone(d / "a.wav", 1.0, 2);
+    write_tone(d / "m.wav", 1.0, 1);
+    std::ofstream(d / "ok.jsonl") << "{\"path\": \"a.wav\", \"duration\": 1.0}\n";
+    std::ofstream(d / "missing.jsonl") << "{\"path\": \"gone.wav\", \"duration\": 1.0}\n";
+    std::ofstream(d / "mono.jsonl") << "{\"path\": \"m.wav\", \"duration\": 1.0}\n";
+    std::ofstream(d / "c.yaml") << "max_steps: 2\nbatch_size: 1\nduration_sec: 1\n";
+    return sweep + " train --config " + q(d / "c.yaml") + " --data " + q(d / jsonl) + " --tiny-mimi --no-progress";
+  };
   const std::vector<Case> cases = {
       {"data speech --out is a file",
        [&](const fs::path& d) {
@@ -278,6 +293,28 @@ TEST(HostileOutputs, Sweep) {
        [&](const fs::path& d) { return "ulimit -f 40; " + sweep + " data speech --n 3 --out " + q(d / "speech"); }, 2,
        "speech", [](const fs::path& d) { EXPECT_FALSE(fs::exists(d / "speech")) << "left: " << entries(d / "speech").size(); },
        no_espeak},
+      // ttt-sweep train: a run dir that never reached a checkpoint is not left behind.
+      {"train on a listed file that is not there: no run dir",
+       [&](const fs::path& d) { return train(d, "missing.jsonl") + " --out " + q(d / "r"); }, 2,
+       "audio file not found", [](const fs::path& d) { EXPECT_FALSE(fs::exists(d / "r")); }},
+      {"train on a mono file into an empty folder: the folder stays, empty",
+       [&](const fs::path& d) {
+         fs::create_directory(d / "r");
+         return train(d, "mono.jsonl") + " --out " + q(d / "r");
+       },
+       2, "expected a stereo file", [](const fs::path& d) { EXPECT_EQ(entries(d / "r"), std::vector<std::string>{}); }},
+      {"train with its checkpoint cut by the file-size limit: no run dir, no tmp.checkpoint",
+       [&](const fs::path& d) { return "ulimit -f 60; " + train(d, "ok.jsonl") + " --out " + q(d / "r"); }, 2,
+       "write failed", [](const fs::path& d) { EXPECT_FALSE(fs::exists(d / "r")) << "left: " << entries(d / "r").size(); }},
+      {"train --resume on a run dir another command holds",
+       [&](const fs::path& d) {
+         fs::create_directory(d / "r");
+         // flock(1) holds the folder's lock, as a running ttt-sweep train does.
+         return "(flock " + q(d / "r") + " sleep 5 &) ; sleep 0.5; " + train(d, "ok.jsonl") + " --resume --out " +
+                q(d / "r");
+       },
+       64, "is in use by another training run", {},
+       [] { return run_command("command -v flock").status == 0 ? "" : "flock(1) not installed"; }},
       {"run --out under a file",
        [&](const fs::path& d) {
          std::ofstream(d / "f") << "x";

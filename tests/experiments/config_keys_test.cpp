@@ -174,7 +174,7 @@ TEST(SweepDir, HandEditedFilesAreInputErrorsNamingFileAndKey) {
   ok["evidence"]["eta"] = json::array({1});
   write_file_atomic(result, ok.dump());
   EXPECT_NE(sweep_error([&] { summarize_sweep(out.string()); })
-                .find("2 " + (out / "runs").string() + ": a result.json read back holds a value of the wrong type"),
+                .find("2 " + result + ": evidence: a value of the wrong type for the 'causal-leak' verdict"),
             std::string::npos);
   write_file_atomic(result, good_result);
 

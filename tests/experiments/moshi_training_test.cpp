@@ -80,7 +80,7 @@ TEST(MoshiTraining, BadConfigAndMissingCodecAreUsageErrors) {
     std::ofstream((dir / "g.yaml").string()) << "max_steps: 1\ncheckpoint_group: 2\n";
     std::ofstream((dir / "t.yaml").string()) << "max_steps: 1\ntbptt_chunk: -3\n";
   }
-  // A fresh run dir each time: a failed run leaves its args.yaml, and a non-empty run dir is refused.
+  // A fresh run dir each time (a failed run leaves none behind: checked at the end).
   int n = 0;
   auto base_cmd = [&] {
     return app_path("ttt-sweep").string() + " train --data " + (dir / "d.jsonl").string() + " --out " +
@@ -101,6 +101,7 @@ TEST(MoshiTraining, BadConfigAndMissingCodecAreUsageErrors) {
   r = run_command(base_cmd() + (dir / "c.yaml").string() + " --tiny-mimi");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find((dir / "a.wav").string()), std::string::npos) << r.err;
+  for (int i = 0; i < n; ++i) EXPECT_FALSE(fs::exists(dir / ("run" + std::to_string(i)))) << "run" << i << " left behind";
 }
 
 }  // namespace

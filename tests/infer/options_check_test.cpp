@@ -37,10 +37,15 @@ TEST(InferOptions, RangesAndCombinations) {
   EXPECT_EQ(usage_error(o), "--top-k: must be an integer >= 0 (0: no top-k), got -5");
   o = {};
   o.gates.alpha = INFINITY;
-  EXPECT_EQ(usage_error(o), "--force-gating-alpha: must be a finite number");
+  EXPECT_EQ(usage_error(o), "--force-gating-alpha: must be a finite number in -3.4e38..3.4e38 (a float32 gate), got inf");
   o = {};
   o.gates.multiplier = -INFINITY;
-  EXPECT_EQ(usage_error(o), "--force-gating-multiplier: must be a finite number");
+  EXPECT_EQ(usage_error(o),
+            "--force-gating-multiplier: must be a finite number in -3.4e38..3.4e38 (a float32 gate), got -inf");
+  o = {};
+  o.gates.multiplier = 1e308;  // finite, but not a float: the gate tensor would overflow
+  EXPECT_EQ(usage_error(o),
+            "--force-gating-multiplier: must be a finite number in -3.4e38..3.4e38 (a float32 gate), got 1e+308");
   o = {};
   o.gates.alpha = 0.5;
   o.gates.multiplier = 0.5;
