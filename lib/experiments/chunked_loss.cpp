@@ -80,28 +80,37 @@ at::Tensor weighted_ce_sum(const at::Tensor& logits, const at::Tensor& target, c
 
 }  // namespace
 
-MoshiLoss moshi_lm_loss(moshi::LMModel& lm, const at::Tensor& codes, const MoshiLossOptions& o) {
-  const moshi::LMConfig& c = lm.config();
-  moshi::LMOutput out = lm.forward(codes);
-  MoshiLoss l;
-  // compute_loss_with_mask: weights = mask, text padding ids (of the target) scaled, codebook 0
-  // scaled; masked logits are NaN in LMModel::forward and are replaced before the CE (weight 0).
-  auto loss = [](at::Tensor logits, const at::Tensor& mask, const at::Tensor& target, at::Tensor w) {
+MoshiLossTerms moshi_output_loss(const moshi::LMConfig& c, const moshi::LMOutput& out, const at::Tensor& codes,
+                                 const MoshiLossOptions& o) {
+  MoshiLossTerms r;
+  // Masked logits are NaN in LMModel::forward: replaced before the CE (their weight is 0), and
+  // masked targets by 0 (finetune/loss.py), so every term is finite.
+  auto term = [](at::Tensor logits, const at::Tensor& mask, const at::Tensor& target, const at::Tensor& w,
+                 at::Tensor& ce_out) {
     logits = at::where(mask.unsqueeze(-1), logits, at::zeros_like(logits));
+    at::Tensor tg = at::where(w > 0, target, at::zeros_like(target));
+    at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), tg.reshape({-1}), {},
+                                           at::Reduction::None)
+                        .view(w.sizes());
+    ce_out = at::where(w > 0, ce, at::zeros_like(ce));
     const double total = w.sum().item<double>();
     if (total <= 0) return at::zeros({}, logits.options().dtype(at::kFloat));
-    return weighted_ce_sum(logits, target, w) / total;
+    return (ce_out * w).sum() / total;
   };
   at::Tensor text_tgt = codes.narrow(1, 0, 1);
   at::Tensor tw = out.text_mask.to(at::kFloat);
-  tw = at::where((text_tgt == c.existing_text_padding_id) | (text_tgt == c.existing_text_end_padding_id),
-                 tw * o.text_padding_weight, tw);
-  l.text = loss(out.text_logits, out.text_mask, text_tgt, tw);
+  r.text_w = at::where((text_tgt == c.existing_text_padding_id) | (text_tgt == c.existing_text_end_padding_id),
+                       tw * o.text_padding_weight, tw);
+  r.loss.text = term(out.text_logits, out.text_mask, text_tgt, r.text_w, r.text_ce);
   at::Tensor audio_tgt = codes.narrow(1, 1, c.dep_q);
-  at::Tensor aw = out.mask.to(at::kFloat);
-  aw.select(1, 0).mul_(o.first_codebook_weight_multiplier);
-  l.audio = loss(out.logits, out.mask, audio_tgt, aw);
-  return l;
+  r.audio_w = out.mask.to(at::kFloat);
+  r.audio_w.select(1, 0).mul_(o.first_codebook_weight_multiplier);
+  r.loss.audio = term(out.logits, out.mask, audio_tgt, r.audio_w, r.audio_ce);
+  return r;
+}
+
+MoshiLoss moshi_lm_loss(moshi::LMModel& lm, const at::Tensor& codes, const MoshiLossOptions& o) {
+  return moshi_output_loss(lm.config(), lm.forward(codes), codes, o).loss;
 }
 
 std::shared_ptr<moshi::LMState> moshi_tbptt_state(moshi::LMModel& lm, int64_t batch, int64_t chunk) {

@@ -32,8 +32,20 @@ struct MoshiLoss {
   at::Tensor total() const { return text + audio; }
 };
 
-// The reference: LMModel::forward on codes [B, 1 + n_q, T] (text, Moshi codebooks, user
-// codebooks; -1 = no target), then compute_loss_with_mask on the text and the dep_q Moshi streams.
+// compute_loss_with_mask's terms on LMModel::forward's output for codes [B, 1 + n_q, T] (text,
+// Moshi codebooks, user codebooks; -1 = no target), as train.py calls it on the text and the dep_q
+// Moshi streams: the weights (mask; text padding targets x text_padding_weight; codebook 0 x
+// first_codebook_weight_multiplier), the per-position cross-entropies in float32 (0 where the
+// weight is 0) and the two scalars sum(w * ce) / sum(w).
+struct MoshiLossTerms {
+  at::Tensor text_ce, text_w;    // [B, 1, T]
+  at::Tensor audio_ce, audio_w;  // [B, dep_q, T]
+  MoshiLoss loss;
+};
+MoshiLossTerms moshi_output_loss(const moshi::LMConfig& c, const moshi::LMOutput& out, const at::Tensor& codes,
+                                 const MoshiLossOptions& opt = {});
+
+// The reference: LMModel::forward on codes, then moshi_output_loss.
 MoshiLoss moshi_lm_loss(moshi::LMModel& lm, const at::Tensor& codes, const MoshiLossOptions& opt = {});
 
 // A fresh streaming state for chunks of up to `chunk` frames. Every ring KV cache is widened to

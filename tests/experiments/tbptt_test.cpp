@@ -1,10 +1,14 @@
 // Truncated BPTT: one chunk is the plain trainer step; several chunks carry the forward state
 // exactly (the loss equals the full-sequence loss) while no gradient crosses a chunk boundary;
 // the scan's checkpoint groups change neither loss nor gradients (float64); the Moshi LM loss
-// over chunks equals moshi-finetune's loss on LMModel::forward.
+// over chunks equals moshi-finetune's loss on LMModel::forward, and that loss (moshi_output_loss) equals
+// the forks' own compute_loss_with_mask on their committed logits and codes.
 #include "experiments/tbptt.h"
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include <c10/core/GradMode.h>
 
@@ -13,6 +17,7 @@
 #include "experiments/toy_lm.h"
 #include "moshi/hybrid.h"
 #include "moshi/lm.h"
+#include "nn/tensor_io.h"
 #include "test_util.h"
 
 namespace mtt::experiments {
@@ -224,6 +229,78 @@ TEST(Tbptt, MoshiChunkedLossEqualsFinetuneLossOnLMForward) {
     ASSERT_TRUE(t);
     for (const auto& wt : t->ttt.weights) EXPECT_FALSE(wt.requires_grad());
   }
+}
+
+// Our loss against moshi-finetune's own: the forks' finetune/loss.py compute_loss_with_mask, run by
+// their generators (tests/ref/fork, tests/ref/inplace) on LMModel.forward's outputs as train.py
+// calls it, committed in tests/data/{fork_runs,inplace_runs}/*/ref.safetensors. On the same logits
+// and codes, our weights must be theirs exactly and our cross-entropies and losses theirs to
+// float32 rounding.
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST(Tbptt, MoshiLossEqualsTheForksComputeLossWithMask) {
+  c10::NoGradGuard ng;
+  int cases = 0;
+  for (const char* family : {"fork_runs", "inplace_runs"}) {
+    const auto root = test::source_dir() / "tests" / "data" / family;
+    const moshi::LMConfig c = moshi::LMConfig::from_json_file((root / "base" / "config.json").string());
+    for (const auto& e : std::filesystem::directory_iterator(root)) {
+      if (!std::filesystem::is_regular_file(e.path() / "ref.safetensors")) continue;
+      SCOPED_TRACE(e.path().string());
+      ++cases;
+      // The loss weights the run trained with (its args.yaml, as train.py passes them).
+      const std::string args = read_text(e.path() / "run" / "args.yaml");
+      ASSERT_NE(args.find("text_padding_weight: 0.5\n"), std::string::npos);
+      ASSERT_NE(args.find("first_codebook_weight_multiplier: 1.0\n"), std::string::npos);
+      MoshiLossOptions lo;
+      lo.text_padding_weight = 0.5;
+      lo.first_codebook_weight_multiplier = 1.0;
+      auto ref = nn::load_tensors((e.path() / "ref.safetensors").string());
+      moshi::LMOutput out{ref.at("logits"), ref.at("mask").to(at::kBool), ref.at("text_logits"),
+                          ref.at("text_mask").to(at::kBool)};
+      const MoshiLossTerms t = moshi_output_loss(c, out, ref.at("codes"), lo);
+      const double lt = ref.at("loss.text").item<double>(), la = ref.at("loss.audio").item<double>();
+      EXPECT_NEAR(t.loss.text.item<double>(), lt, 2e-6 * lt);
+      EXPECT_NEAR(t.loss.audio.item<double>(), la, 2e-6 * la);
+      if (!ref.count("loss.text_weight")) continue;  // the In-Place generator keeps only the scalars
+      EXPECT_TRUE(at::equal(t.text_w, ref.at("loss.text_weight")));
+      EXPECT_TRUE(at::equal(t.audio_w, ref.at("loss.audio_weight")));
+      // Both weights have padding (x0.5) and masked (0) positions, so the weighting is exercised.
+      EXPECT_GT((ref.at("loss.text_weight") == 0.5).sum().item<int64_t>(), 0);
+      EXPECT_GT((ref.at("loss.audio_weight") == 0).sum().item<int64_t>(), 0);
+      EXPECT_LE(max_abs(t.text_ce - ref.at("loss.text_ce")), 1e-5);
+      EXPECT_LE(max_abs(t.audio_ce - ref.at("loss.audio_ce")), 1e-5);
+      EXPECT_NEAR((t.loss.text + t.loss.audio).item<double>(), ref.at("loss.total").item<double>(),
+                  2e-6 * ref.at("loss.total").item<double>());
+    }
+  }
+  EXPECT_EQ(cases, 9);  // five fork runs, four In-Place runs
+}
+
+// The same on tests/data/score_ref (PyPI moshi's LMModel.forward, compute_loss_with_mask as copied
+// into tests/ref/score/gen_score_ref.py): the one reference with the first codebook weighted x2.
+TEST(Tbptt, MoshiLossEqualsComputeLossWithMaskWithAWeightedFirstCodebook) {
+  c10::NoGradGuard ng;
+  const auto dir = test::source_dir() / "tests" / "data" / "score_ref";
+  const moshi::LMConfig c = moshi::LMConfig::from_json_file((dir / "config.json").string());
+  auto ref = nn::load_tensors((dir / "ref.safetensors").string());
+  const at::Tensor codes = nn::load_tensors((dir / "codes.safetensors").string()).at("codes");
+  MoshiLossOptions lo;
+  lo.text_padding_weight = 0.5;               // the generator's metadata
+  lo.first_codebook_weight_multiplier = 2.0;  // idem
+  moshi::LMOutput out{ref.at("logits"), ref.at("mask").to(at::kBool), ref.at("text_logits"),
+                      ref.at("text_mask").to(at::kBool)};
+  const MoshiLossTerms t = moshi_output_loss(c, out, codes, lo);
+  const double lt = ref.at("loss.text").item<double>(), la = ref.at("loss.audio").item<double>();
+  EXPECT_NEAR(t.loss.text.item<double>(), lt, 2e-6 * lt);
+  EXPECT_NEAR(t.loss.audio.item<double>(), la, 2e-6 * la);
+  EXPECT_TRUE(at::equal(t.text_w.select(1, 0), ref.at("text_weight")));
+  // With codebook 0 at x1 the audio loss is another number: the multiplier is in effect.
+  lo.first_codebook_weight_multiplier = 1.0;
+  EXPECT_GT(std::abs(moshi_output_loss(c, out, codes, lo).loss.audio.item<double>() - la), 1e-4 * la);
 }
 
 TEST(Tbptt, MoshiStateCarriesAcrossChunks) {
