@@ -94,16 +94,17 @@ TEST(RunDirs, ResolverReadsTheRunsRealConfiguration) {
     if (c.dir.parent_path().filename() == "fork_runs") {
       EXPECT_EQ(s.writer, moshi::RunWriter::ttt_fork);
       const json t = meta.at("settings").at("train_config_yaml").at("ttt");
-      if (t.contains("mini_batch_size")) EXPECT_EQ(s.config.ttt.mini_batch_size, t["mini_batch_size"].get<int64_t>());
-      else EXPECT_EQ(s.config.ttt.mini_batch_size, 16);  // TTTArgs default
-      if (t.contains("base_lr")) EXPECT_DOUBLE_EQ(s.config.ttt.base_lr, t["base_lr"].get<double>());
-      if (t.contains("initial_gating_alpha"))
+      if (t.contains("mini_batch_size")) { EXPECT_EQ(s.config.ttt.mini_batch_size, t["mini_batch_size"].get<int64_t>()); }
+      else { EXPECT_EQ(s.config.ttt.mini_batch_size, 16); }  // TTTArgs default
+      if (t.contains("base_lr")) { EXPECT_DOUBLE_EQ(s.config.ttt.base_lr, t["base_lr"].get<double>()); }
+      if (t.contains("initial_gating_alpha")) {
         EXPECT_DOUBLE_EQ(s.config.ttt.initial_gating_alpha, t["initial_gating_alpha"].get<double>());
-      if (t.contains("layers")) EXPECT_EQ(s.config.ttt.layers, t["layers"].get<std::string>());
-      if (t.contains("ttt_mlp_layers")) EXPECT_EQ(s.config.ttt.ttt_mlp_layers, t["ttt_mlp_layers"].get<int64_t>());
+      }
+      if (t.contains("layers")) { EXPECT_EQ(s.config.ttt.layers, t["layers"].get<std::string>()); }
+      if (t.contains("ttt_mlp_layers")) { EXPECT_EQ(s.config.ttt.ttt_mlp_layers, t["ttt_mlp_layers"].get<int64_t>()); }
       const json lora = meta.at("settings").at("train_config_yaml").value("lora", json::object());
       EXPECT_EQ(s.lora.enable, lora.value("enable", false));
-      if (lora.value("enable", false)) EXPECT_EQ(s.lora.rank, lora.at("rank").get<int64_t>());
+      if (lora.value("enable", false)) { EXPECT_EQ(s.lora.rank, lora.at("rank").get<int64_t>()); }
     } else {
       EXPECT_EQ(s.writer, moshi::RunWriter::inplace_port);
       EXPECT_EQ(s.config.ttt.variant, moshi::TTTVariant::inplace);
@@ -126,7 +127,7 @@ TEST(RunDirs, AdapterOnlyRunWithoutBaseIsAOneLineUsageError) {
     try {
       const moshi::ModelSource s = moshi::resolve_model_source((c.dir / "run").string(), o);
       EXPECT_TRUE(!s.adapters_only || named_base_exists) << c.name();
-      if (s.adapters_only) EXPECT_EQ(s.base_path, with_base.moshi_paths_moshi);
+      if (s.adapters_only) { EXPECT_EQ(s.base_path, with_base.moshi_paths_moshi); }
     } catch (const Error& e) {
       EXPECT_TRUE(with_base.adapters_only && !named_base_exists) << c.name() << ": " << e.what();
       EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.what();
