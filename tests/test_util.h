@@ -1,8 +1,11 @@
 #pragma once
 // Paths and helpers shared by the tests.
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 #include <sys/wait.h>
@@ -89,6 +92,37 @@ inline CommandResult run_command(const std::string& cmd) {
     std::fclose(e);
   }
   return r;
+}
+
+// A 16-bit PCM WAV holding a sine (channel c advances (c + 1) * step radians a sample), written
+// byte by byte so the tests that feed audio to the apps do not go through our own WAV writer.
+struct Tone {
+  int rate = 24000;
+  int channels = 1;
+  double amplitude = 8000;
+  double step = 0.05;
+};
+inline void write_tone_wav(const std::filesystem::path& p, double seconds, const Tone& t = {}) {
+  const int n = static_cast<int>(seconds * t.rate);
+  const auto bytes = static_cast<uint32_t>(2 * t.channels * n);
+  std::ofstream f(p, std::ios::binary);
+  auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
+  auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
+  f.write("RIFF", 4);
+  u32(36 + bytes);
+  f.write("WAVEfmt ", 8);
+  u32(16);
+  u16(1);  // PCM
+  u16(static_cast<uint16_t>(t.channels));
+  u32(static_cast<uint32_t>(t.rate));
+  u32(static_cast<uint32_t>(2 * t.channels * t.rate));
+  u16(static_cast<uint16_t>(2 * t.channels));
+  u16(16);
+  f.write("data", 4);
+  u32(bytes);
+  for (int i = 0; i < n; ++i)
+    for (int c = 0; c < t.channels; ++c)
+      u16(static_cast<uint16_t>(static_cast<int16_t>(t.amplitude * std::sin(i * t.step * (c + 1)))));
 }
 
 }  // namespace mtt::test

@@ -89,26 +89,7 @@ std::string read(const fs::path& p) {
 
 // A 16-bit WAV at 24 kHz, mono or stereo (the second channel an octave up).
 void write_tone(const fs::path& p, double seconds, int channels = 1) {
-  const int rate = 24000, n = static_cast<int>(seconds * rate);
-  const uint32_t bytes = static_cast<uint32_t>(2 * channels * n);
-  std::ofstream f(p, std::ios::binary);
-  auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-  f.write("RIFF", 4);
-  u32(36 + bytes);
-  f.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);
-  u16(static_cast<uint16_t>(channels));
-  u32(rate);
-  u32(static_cast<uint32_t>(2 * channels * rate));
-  u16(static_cast<uint16_t>(2 * channels));
-  u16(16);
-  f.write("data", 4);
-  u32(bytes);
-  for (int i = 0; i < n; ++i)
-    for (int c = 0; c < channels; ++c)
-      u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05 * (c + 1)))));
+  mtt::test::write_tone_wav(p, seconds, {24000, channels});
 }
 
 // Inputs made with the built apps, once per build dir (ctest runs the cases as separate

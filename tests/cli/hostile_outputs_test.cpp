@@ -57,22 +57,7 @@ std::vector<std::string> entries(const fs::path& dir) {
 
 // A 16-bit WAV at 16 kHz, mono or stereo.
 void write_tone(const fs::path& p, double seconds, int channels = 1) {
-  const int rate = 16000;
-  const int n = static_cast<int>(seconds * rate);
-  const uint32_t bytes = static_cast<uint32_t>(2 * channels * n);
-  const auto ch = static_cast<uint16_t>(channels);
-  std::ofstream f(p, std::ios::binary);
-  auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-  f.write("RIFF", 4);
-  u32(36 + bytes);
-  f.write("WAVEfmt ", 8);
-  u32(16), u16(1), u16(ch), u32(rate), u32(2 * channels * rate), u16(static_cast<uint16_t>(2 * ch)), u16(16);
-  f.write("data", 4);
-  u32(bytes);
-  for (int i = 0; i < n; ++i)
-    for (int c = 0; c < channels; ++c)
-      u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05 * (c + 1)))));
+  mtt::test::write_tone_wav(p, seconds, {16000, channels});
 }
 
 // Overwrites element `index` of tensor `name` (F32) in a safetensors file with `value`.

@@ -21,25 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using mtt::test::TempDir;
 
-void write_tone(const fs::path& p, double seconds) {
-  const int rate = 24000, n = static_cast<int>(seconds * rate);
-  std::ofstream f(p, std::ios::binary);
-  auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-  f.write("RIFF", 4);
-  u32(36 + 2 * n);
-  f.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);
-  u16(1);
-  u32(rate);
-  u32(2 * rate);
-  u16(2);
-  u16(16);
-  f.write("data", 4);
-  u32(2 * n);
-  for (int i = 0; i < n; ++i) u16(static_cast<uint16_t>(static_cast<int16_t>(8000 * std::sin(i * 0.05))));
-}
+void write_tone(const fs::path& p, double seconds) { mtt::test::write_tone_wav(p, seconds); }
 
 // The tiny Moshi-TTT's weights with `poison` applied, saved where ttt-infer --tiny --checkpoint reads them.
 std::string tiny_checkpoint(const fs::path& dir, const std::string& name,
