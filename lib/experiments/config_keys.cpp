@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "experiments/grid.h"
 #include "experiments/ttt_settings.h"
 #include "moshi/ttt_settings.h"
 
@@ -170,6 +171,9 @@ io::ConfigRules::Relation size_cap(std::vector<std::pair<std::string, int64_t>> 
 void check_grid_configs(const ExperimentSpec& spec, const ExperimentKind& kind, const std::vector<GridPoint>& points,
                         bool reduced) {
   if (kind.config.keys().empty()) return;
+  // The spec is one input: a bad value in its full grid or base is an error under --reduced too,
+  // though the reduced run would not read it (a CI-sized run must not bless a broken spec).
+  if (reduced) check_grid_configs(spec, kind, expand_grid(spec, false), false);
   const bool reduced_grid = reduced && !spec.reduced_axes.empty();
   const std::vector<Axis>& axes = reduced_grid ? spec.reduced_axes : spec.axes;
   const std::string grid = reduced_grid ? "reduced.grid." : "grid.";

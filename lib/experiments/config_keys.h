@@ -39,7 +39,7 @@ io::ConfigRules::Relation size_cap(std::vector<std::pair<std::string, int64_t>> 
 
 // Checks every point of the grid (base, reduced base and the point's axis values) against the
 // kind's keys; an error names the spec and the line of the offending value ("grid.optim.lr[1]
-// (line 12)"). Does nothing for a kind that declares no key.
+// (line 12)"). With `reduced`, the full grid is checked too. Does nothing for a kind that declares no key.
 void check_grid_configs(const ExperimentSpec& spec, const ExperimentKind& kind, const std::vector<GridPoint>& points,
                         bool reduced);
 
